@@ -1,0 +1,271 @@
+package inflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrNoSource means no source could supply the blob.
+var ErrNoSource = errors.New("no source has the blob")
+
+// Source is one place a blob can be read from, starting at any offset.
+type Source interface {
+	// Kind is the metrics label for bytes from this source: "upstream" or "peer".
+	Kind() string
+	// Open returns the blob's bytes from offset on, and the blob's total size
+	// (-1 when unknown). Errors from Open are returned to the caller of Fetch
+	// when no later source succeeds, so they should wrap a meaningful sentinel.
+	Open(ctx context.Context, offset int64) (io.ReadCloser, int64, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	// Dir holds spool files. They are unlinked as soon as they are created, so a
+	// crash leaves nothing behind and unverified bytes are never kept.
+	Dir string
+	// MaxSize refuses larger blobs (a hostile source could stream forever).
+	// Default 64 GiB.
+	MaxSize int64
+	// Linger is how long a transfer without readers stays: an abandoned one keeps
+	// going that long in case the client comes back with a Range request, and a
+	// completed one stays servable. Default 30s.
+	Linger time.Duration
+	Logger *slog.Logger
+}
+
+// Manager deduplicates transfers by digest.
+type Manager struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	transfers map[digest.Digest]*entry
+}
+
+type entry struct {
+	t        *Transfer
+	cancel   context.CancelFunc
+	finished chan struct{} // closed when the filler returns
+	timer    *time.Timer
+}
+
+// New creates the spool directory if needed.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("inflight: Dir is required")
+	}
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = 64 << 30
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("inflight: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, ctx: ctx, cancel: cancel, transfers: map[digest.Digest]*entry{}}, nil
+}
+
+// Close cancels every transfer and waits for the fillers to stop.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// InFlight reports whether dgst is being fetched or was just completed.
+func (m *Manager) InFlight(dgst digest.Digest) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.transfers[dgst] != nil
+}
+
+// Fetch returns a reader for dgst, joining the transfer in flight if there is
+// one, or starting one from sources otherwise. It returns once a source has
+// answered, so a miss costs one round trip per source and no more.
+func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Source) (*Reader, error) {
+	m.mu.Lock()
+	e := m.transfers[dgst]
+	if e == nil {
+		if len(sources) == 0 {
+			m.mu.Unlock()
+			return nil, ErrNoSource
+		}
+		var err error
+		if e, err = m.start(dgst, sources); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+	}
+	t := e.t
+	t.mu.Lock()
+	t.readers++
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	t.mu.Unlock()
+	m.mu.Unlock()
+
+	r := &Reader{t: t, ctx: ctx}
+	size, source, err := t.waitOpen(ctx)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.size, r.source = size, source
+	return r, nil
+}
+
+// start registers a new transfer; m.mu is held.
+func (m *Manager) start(dgst digest.Digest, sources []Source) (*entry, error) {
+	f, err := os.CreateTemp(m.cfg.Dir, dgst.Encoded()+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("inflight: spool: %w", err)
+	}
+	// Unlinked at once: readers and the filler share the descriptor, and the
+	// bytes vanish with it whatever happens to the process.
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inflight: spool: %w", err)
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	e := &entry{t: newTransfer(dgst, f), cancel: cancel, finished: make(chan struct{})}
+	e.t.idle = func() { m.idle(e) }
+	m.transfers[dgst] = e
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(e.finished)
+		m.run(ctx, e.t, sources)
+	}()
+	return e, nil
+}
+
+// idle runs under t.mu when the last reader leaves.
+func (m *Manager) idle(e *entry) {
+	if e.t.err != nil {
+		go m.release(e)
+		return
+	}
+	e.timer = time.AfterFunc(m.cfg.Linger, func() { m.release(e) })
+}
+
+// release forgets a transfer that nobody reads, stopping it if unfinished.
+func (m *Manager) release(e *entry) {
+	m.mu.Lock()
+	e.t.mu.Lock()
+	if e.t.readers > 0 {
+		e.t.mu.Unlock()
+		m.mu.Unlock()
+		return
+	}
+	e.t.mu.Unlock()
+	if m.transfers[e.t.dgst] == e {
+		delete(m.transfers, e.t.dgst)
+	}
+	m.mu.Unlock()
+	e.cancel()
+	<-e.finished
+	e.t.file.Close()
+}
+
+// run fills the transfer from the sources in order, resuming at the current
+// offset when one fails mid-stream.
+func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
+	log := m.cfg.Logger.With("digest", t.dgst)
+	h := t.dgst.Algorithm().Hash()
+	buf := make([]byte, 256<<10)
+	errs := make([]error, 0, len(sources))
+	for _, src := range sources {
+		t.mu.Lock()
+		off, size := t.written, t.size
+		t.mu.Unlock()
+		body, srcSize, err := src.Open(ctx, off)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if srcSize > m.cfg.MaxSize {
+			body.Close()
+			errs = append(errs, fmt.Errorf("%s: size %d over the %d limit", src.Kind(), srcSize, m.cfg.MaxSize))
+			continue
+		}
+		if size >= 0 && srcSize >= 0 && srcSize != size {
+			body.Close()
+			errs = append(errs, fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size))
+			continue
+		}
+		t.advance(func() {
+			if !t.opened {
+				t.opened, t.source = true, src.Kind()
+			}
+			if t.size < 0 {
+				t.size = srcSize
+			}
+		})
+		err = t.fill(ctx, body, h, m.cfg.MaxSize, buf)
+		body.Close()
+		t.mu.Lock()
+		written, size := t.written, t.size
+		t.mu.Unlock()
+		if err == nil && size >= 0 && written != size {
+			err = fmt.Errorf("short body: %d of %d bytes: %w", written, size, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			log.Warn("source failed mid-stream", "source", src.Kind(), "offset", written, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		if got := digest.NewDigest(t.dgst.Algorithm(), h); got != t.dgst {
+			// The hash already covers the bad bytes, so no other source can
+			// repair this transfer: fail it, and every reader aborts.
+			m.fail(t, fmt.Errorf("%w: %s sent %s", ErrDigestMismatch, src.Kind(), got))
+			log.Error("digest mismatch; transfer aborted", "source", src.Kind(), "got", got)
+			return
+		}
+		t.advance(func() {
+			t.done = true
+			if t.size < 0 {
+				t.size = t.written
+			}
+		})
+		return
+	}
+	if len(errs) == 0 {
+		errs = append(errs, ErrNoSource)
+	}
+	m.fail(t, errors.Join(errs...))
+}
+
+// fail records a terminal error and forgets the transfer so that the next
+// request starts afresh.
+func (m *Manager) fail(t *Transfer, err error) {
+	m.mu.Lock()
+	var e *entry
+	if cur := m.transfers[t.dgst]; cur != nil && cur.t == t {
+		e = cur
+		delete(m.transfers, t.dgst)
+	}
+	m.mu.Unlock()
+	t.advance(func() { t.err = err })
+	t.mu.Lock()
+	idle := t.readers == 0
+	t.mu.Unlock()
+	if idle && e != nil {
+		go func() { <-e.finished; t.file.Close() }()
+	}
+}
