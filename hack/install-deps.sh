@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what the e2e tests, the demo and the benchmarks need, only when missing.
+# Idempotent: a second run on a prepared machine does nothing but check.
+set -euo pipefail
+
+GOBIN="${GOBIN:-$(go env GOPATH)/bin}"
+export GOBIN
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+CRANE_VERSION=v0.22.1
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  log "must run as root (containerd, apt)"; exit 1
+fi
+
+# Debian packages: distribution 2.8 as the upstream registry, nginx as the serving
+# baseline, containerd 1.6 for the compatibility tests, iproute2 for namespaces.
+need_apt=()
+command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+[ -x /usr/bin/containerd ] || need_apt+=(containerd)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Package maintainer scripts must not start daemons on a build machine.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# True when $GOBIN/<bin> exists and was built from module <mod> at <version>
+# (go-installed tools do not always print their own version).
+have_go_tool() {
+  [ -x "$GOBIN/$1" ] && go version -m "$GOBIN/$1" 2>/dev/null | grep -qE "^\s+mod\s+$2\s+$3\s"
+}
+
+if ! have_go_tool containerd github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" || [ ! -x "$GOBIN/ctr" ]; then
+  log "go install containerd $CONTAINERD_VERSION (about 2 minutes)"
+  GOFLAGS=-tags=no_btrfs,no_devmapper,no_zfs go install \
+    "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+fi
+if ! have_go_tool crictl sigs.k8s.io/cri-tools "$CRICTL_VERSION"; then
+  log "go install crictl $CRICTL_VERSION"
+  go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+fi
+if ! have_go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION"; then
+  log "go install crane $CRANE_VERSION"
+  go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+fi
+log "ok: containerd=$GOBIN/containerd crictl=$GOBIN/crictl crane=$GOBIN/crane registry=$(command -v docker-registry || echo /usr/bin/docker-registry)"
