@@ -1,0 +1,68 @@
+// Package metrics holds Shoal's Prometheus metrics (names fixed by SPEC.md) in
+// a registry of its own, so that tests and several nodes in one process never
+// share state.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the SPEC metrics.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	ServedBytes     *prometheus.CounterVec // source
+	PeerServedBytes prometheus.Counter
+	Requests        *prometheus.CounterVec // kind, source, code
+	AdvertisedKeys  prometheus.Gauge
+	ConnectedPeers  prometheus.Gauge
+	LookupDuration  prometheus.Histogram
+}
+
+// New registers every metric, with the Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		ServedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_served_bytes_total",
+			Help: "Body bytes sent to the local containerd, by where they came from.",
+		}, []string{"source"}),
+		PeerServedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_peer_served_bytes_total",
+			Help: "Body bytes this node sent to other nodes.",
+		}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_requests_total",
+			Help: "Mirror requests by kind (manifest, blob), source and HTTP status code.",
+		}, []string{"kind", "source", "code"}),
+		AdvertisedKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_advertised_keys",
+			Help: "Keys this node currently provides in the DHT.",
+		}),
+		ConnectedPeers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_connected_peers",
+			Help: "Peers connected right now.",
+		}),
+		LookupDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_lookup_duration_seconds",
+			Help:    "DHT provider look-ups.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
+		}),
+	}
+	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
+		m.ConnectedPeers, m.LookupDuration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Present from the start, so dashboards and rate() see zeros, not gaps.
+	for _, s := range []string{"local", "peer", "upstream"} {
+		m.ServedBytes.WithLabelValues(s)
+	}
+	return m
+}
+
+// Handler serves the text exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}

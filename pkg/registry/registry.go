@@ -1,0 +1,198 @@
+// Package registry is Shoal's pull-only OCI distribution API: the handler that
+// the node's containerd talks to. It parses requests strictly, asks the
+// resolution chain (pkg/mirror), and writes spec-exact responses. One file per
+// resource; errors are data (errors.go).
+package registry
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shoalproject/shoal/pkg/metrics"
+	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/oci"
+)
+
+// Mirror is the resolution chain, as the handler needs it.
+type Mirror interface {
+	Manifest(ctx context.Context, req mirror.Request) (*mirror.Manifest, error)
+	Blob(ctx context.Context, req mirror.Request) (*mirror.Blob, error)
+	BlobSize(ctx context.Context, req mirror.Request) (int64, mirror.Source, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	Mirror  Mirror
+	Metrics *metrics.Metrics // optional
+	Logger  *slog.Logger
+}
+
+// Registry is the HTTP handler.
+type Registry struct {
+	mirror  Mirror
+	metrics *metrics.Metrics
+	log     *slog.Logger
+}
+
+// New returns the handler.
+func New(cfg Config) *Registry {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{mirror: cfg.Mirror, metrics: cfg.Metrics, log: cfg.Logger}
+}
+
+// outcome is what a resource handler reports for logs and metrics.
+type outcome struct {
+	source mirror.Source
+	err    *apiError
+}
+
+func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	w = rec
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+
+	var kind oci.Kind
+	var out outcome
+	defer func() { g.finish(rec, r, kind, out, start) }()
+
+	req, err := g.parse(r)
+	kind = req.Kind
+	if err != nil {
+		out.err = toAPIError(err, kind)
+		writeError(w, r, out.err)
+		return
+	}
+	if req.NS != "" {
+		w.Header().Set("OCI-Namespace", req.NS)
+	}
+	switch req.Kind {
+	case oci.KindBase:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			io.WriteString(w, "{}")
+		}
+	case oci.KindManifest:
+		out = g.serveManifest(w, r, req)
+	case oci.KindBlob:
+		out = g.serveBlob(w, r, req)
+	}
+	if out.err != nil {
+		writeError(w, r, out.err)
+	}
+}
+
+// parse validates everything the client sent before anything is looked up.
+func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return mirror.Request{}, &apiError{http.StatusMethodNotAllowed, "UNSUPPORTED", "this mirror is pull-only: GET and HEAD"}
+	}
+	// Escaped bytes have no place in names, tags or digests; refusing them
+	// means the path we check is the path we serve.
+	if r.URL.RawPath != "" {
+		return mirror.Request{}, &apiError{http.StatusBadRequest, "NAME_INVALID", "escaped characters in path"}
+	}
+	parsed, err := oci.ParsePath(r.URL.Path)
+	if err != nil {
+		return mirror.Request{}, err
+	}
+	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead}
+	q := r.URL.Query()
+	if vals, ok := q["ns"]; ok {
+		if len(vals) != 1 {
+			return req, &apiError{http.StatusBadRequest, "NAME_INVALID", "ns given more than once"}
+		}
+		if req.NS, err = oci.ParseNamespace(vals[0]); err != nil {
+			return req, err
+		}
+		if len(req.NS)+1+len(req.Name) > oci.MaxNameLength {
+			return req, &apiError{http.StatusBadRequest, "NAME_INVALID", "registry and name longer than 255 characters"}
+		}
+	}
+	return req, nil
+}
+
+// finish logs one line per request and counts it.
+func (g *Registry) finish(rec *recorder, r *http.Request, kind oci.Kind, out outcome, start time.Time) {
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := slog.LevelDebug
+	if status == http.StatusBadRequest || status == http.StatusMethodNotAllowed {
+		level = slog.LevelWarn // hostile or broken clients deserve a visible line
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.String("ns", r.URL.Query().Get("ns")), slog.Int("status", status),
+		slog.Int64("bytes", rec.bytes), slog.Duration("duration", time.Since(start)),
+	}
+	if out.source != "" {
+		attrs = append(attrs, slog.String("source", string(out.source)))
+	}
+	if out.err != nil {
+		attrs = append(attrs, slog.String("error", out.err.Message))
+	}
+	g.log.LogAttrs(r.Context(), level, "request", attrs...)
+
+	if g.metrics == nil || (kind != oci.KindManifest && kind != oci.KindBlob) {
+		return
+	}
+	source := string(out.source)
+	if source == "" {
+		source = "none"
+	} else if rec.bytes > 0 {
+		g.metrics.ServedBytes.WithLabelValues(source).Add(float64(rec.bytes))
+	}
+	g.metrics.Requests.WithLabelValues(string(kind), source, strconv.Itoa(status)).Inc()
+}
+
+// recorder notes status and body bytes. It forwards ReadFrom so that a copy
+// from an *os.File still reaches the connection's sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (rec *recorder) WriteHeader(code int) {
+	if rec.status == 0 {
+		rec.status = code
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	n, err := rec.ResponseWriter.Write(b)
+	rec.bytes += int64(n)
+	return n, err
+}
+
+func (rec *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := rec.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{rec.ResponseWriter}, src)
+	}
+	rec.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
