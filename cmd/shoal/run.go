@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/shoalproject/shoal/pkg/daemon"
+	"github.com/shoalproject/shoal/pkg/upstream"
+)
+
+// Default ports; every listener not given explicitly binds NODE_IP:port.
+const (
+	defaultRegistryPort = 5000
+	defaultP2PPort      = 5001
+	defaultDebugPort    = 9090
+)
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("shoal run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		nodeIP       = fs.String("node-ip", "", "this node's address (default: first non-loopback IPv4)")
+		registryAddr = fs.String("registry-addr", "", "OCI mirror API listener (default NODE_IP:5000)")
+		p2pAddr      = fs.String("p2p-addr", "", "libp2p listener (default NODE_IP:5001)")
+		debugAddr    = fs.String("debug-addr", "", "/metrics, /healthz, /readyz, /debug/ listener (default NODE_IP:9090)")
+		socket       = fs.String("containerd-socket", "/run/containerd/containerd.sock", "containerd API socket")
+		namespace    = fs.String("containerd-namespace", "k8s.io", "containerd namespace whose images are shared")
+		contentDir   = fs.String("containerd-content-dir", "/var/lib/containerd/io.containerd.content.v1.content", "containerd content directory, read directly (falls back to the content API)")
+		dataDir      = fs.String("data-dir", "/var/lib/shoal", "persisted identity and working files")
+		bootDNS      = fs.String("bootstrap-dns", "", "resolve NAME (a headless Service) and bootstrap to every address on the p2p port")
+		bootK8s      = fs.Bool("bootstrap-kubernetes", false, "find the other Shoal pods through the Kubernetes API")
+		strict       = fs.Bool("upstream-strict", false, "refuse every ns that no --upstream lists")
+		logLevel     = fs.String("log-level", "info", "debug, info, warn or error (debug logs one line per request)")
+		logFormat    = fs.String("log-format", "json", "json or text")
+		bootPeers    listFlag
+		upstreams    listFlag
+	)
+	fs.Var(&bootPeers, "bootstrap-peer", "another node's --p2p-addr HOST:PORT (repeatable)")
+	fs.Var(&upstreams, "upstream", "NS=URL: requests with ns=NS go to URL; a listed upstream may be private (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	ip := *nodeIP
+	if ip == "" {
+		if ip, err = firstIPv4(); err != nil {
+			return err
+		}
+	} else if net.ParseIP(ip) == nil {
+		return fmt.Errorf("--node-ip %q is not an IP address", ip)
+	}
+	ups := map[string]string{}
+	for _, u := range upstreams {
+		ns, url, err := upstream.ParseUpstream(u)
+		if err != nil {
+			return fmt.Errorf("--upstream %q: %w", u, err)
+		}
+		ups[ns] = url
+	}
+	return daemon.Run(ctx, daemon.Config{
+		RegistryAddr:        orDefault(*registryAddr, ip, defaultRegistryPort),
+		P2PAddr:             orDefault(*p2pAddr, ip, defaultP2PPort),
+		DebugAddr:           orDefault(*debugAddr, ip, defaultDebugPort),
+		ContainerdSocket:    *socket,
+		ContainerdNamespace: *namespace,
+		ContentDir:          *contentDir,
+		DataDir:             *dataDir,
+		BootstrapPeers:      bootPeers,
+		BootstrapDNS:        *bootDNS,
+		BootstrapKubernetes: *bootK8s,
+		Upstreams:           ups,
+		UpstreamStrict:      *strict,
+		Logger:              log,
+	})
+}
+
+func orDefault(addr, ip string, port int) string {
+	if addr != "" {
+		return addr
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// firstIPv4 is the first non-loopback IPv4 address of this host.
+func firstIPv4() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String(), nil
+		}
+	}
+	return "", errors.New("no non-loopback IPv4 address: set --node-ip")
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}

@@ -1,0 +1,144 @@
+// Package daemon assembles a Shoal node: the local store, the upstream client,
+// the resolution chain, the mirror API and the debug endpoint, and runs them
+// until its context ends, then shuts down gracefully.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/shoalproject/shoal/pkg/debug"
+	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/metrics"
+	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/registry"
+	"github.com/shoalproject/shoal/pkg/store"
+	"github.com/shoalproject/shoal/pkg/upstream"
+)
+
+// Config is everything `shoal run` takes (see SPEC.md for each flag).
+type Config struct {
+	RegistryAddr string
+	P2PAddr      string
+	DebugAddr    string
+
+	ContainerdSocket    string
+	ContainerdNamespace string
+	ContentDir          string
+	DataDir             string
+
+	// Peer-to-peer settings: accepted now, used once routing lands.
+	BootstrapPeers      []string
+	BootstrapDNS        string
+	BootstrapKubernetes bool
+
+	Upstreams      map[string]string
+	UpstreamStrict bool
+
+	// ShutdownTimeout bounds how long in-flight responses may take to finish
+	// after SIGTERM. Default 30s.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// Ready, if set, receives the bound addresses once the node serves.
+	Ready func(registryAddr, debugAddr string)
+}
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	st, err := store.New(store.Config{
+		Socket: cfg.ContainerdSocket, Namespace: cfg.ContainerdNamespace,
+		ContentDir: cfg.ContentDir, Logger: log.With("component", "store"),
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	up, err := upstream.New(upstream.Config{
+		Upstreams: cfg.Upstreams, Strict: cfg.UpstreamStrict,
+		Logger: log.With("component", "upstream"),
+	})
+	if err != nil {
+		return err
+	}
+	transfers, err := inflight.New(inflight.Config{
+		Dir: filepath.Join(cfg.DataDir, "spool"), Logger: log.With("component", "inflight"),
+	})
+	if err != nil {
+		return err
+	}
+	defer transfers.Close()
+	met := metrics.New()
+	chain := mirror.New(mirror.Config{Local: st, Upstream: up, Transfers: transfers, Logger: log.With("component", "mirror")})
+
+	regLn, err := net.Listen("tcp", cfg.RegistryAddr)
+	if err != nil {
+		return fmt.Errorf("registry listener: %w", err)
+	}
+	dbgLn, err := net.Listen("tcp", cfg.DebugAddr)
+	if err != nil {
+		regLn.Close()
+		return fmt.Errorf("debug listener: %w", err)
+	}
+	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Metrics: met, Logger: log.With("component", "registry")}), log)
+	dbgSrv := newServer(debug.New(debug.Config{
+		Metrics: met.Handler(),
+		Ready:   []debug.Check{st.Ready},
+	}), log)
+
+	errc := make(chan error, 2)
+	go func() { errc <- serve(regSrv, regLn) }()
+	go func() { errc <- serve(dbgSrv, dbgLn) }()
+	log.Info("shoal serving", "registry", regLn.Addr().String(), "debug", dbgLn.Addr().String(),
+		"containerd", cfg.ContainerdSocket, "namespace", cfg.ContainerdNamespace)
+	if len(cfg.BootstrapPeers) > 0 || cfg.BootstrapDNS != "" || cfg.BootstrapKubernetes {
+		log.Warn("peer-to-peer is not available in this build yet; bootstrap settings are ignored", "p2p_addr", cfg.P2PAddr)
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(regLn.Addr().String(), dbgLn.Addr().String())
+	}
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-errc:
+	}
+	log.Info("shutting down; letting in-flight responses finish", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// The mirror first, so in-flight pulls finish while health stays visible.
+	if serr := regSrv.Shutdown(sctx); serr != nil {
+		log.Warn("registry shutdown", "err", serr)
+	}
+	dbgSrv.Shutdown(sctx)
+	return err
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: a large blob may legitimately take minutes.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+func serve(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
