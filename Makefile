@@ -1,0 +1,45 @@
+# Shoal. `make demo` and `make test` need root (they run containerd) and
+# install what they need on first use through hack/install-deps.sh.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Packages with goroutines and shared state run under the race detector.
+RACE_PKGS := ./pkg/inflight/ ./pkg/registry/ ./pkg/upstream/ ./pkg/mirror/ ./pkg/store/
+
+.PHONY: build test unit e2e fuzz demo bench lint deps clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shoal ./cmd/shoal
+
+deps:
+	hack/install-deps.sh
+
+## test: everything CI runs: vet, unit tests (race where it matters), short fuzzing, e2e.
+test: deps lint unit fuzz e2e
+
+unit:
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+# A short run of every fuzz target: the seed corpus always runs in `unit`.
+fuzz:
+	hack/fuzz.sh 10s
+
+e2e: deps
+	$(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/ 2>&1 | hack/summarize-e2e.sh
+
+demo: deps
+	$(GO) run ./hack/demo
+
+bench: deps
+	$(GO) run ./hack/bench $(if $(QUICK),-quick,)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+clean:
+	rm -rf bin

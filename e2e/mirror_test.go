@@ -1,0 +1,308 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/e2e/harness"
+)
+
+// single is one node: a real containerd configured by `shoal configure`, and
+// `shoal run` beside it, in front of a real registry on 127.0.0.1.
+type single struct {
+	reg   *harness.Registry
+	node  *harness.Containerd
+	shoal *harness.Shoal
+}
+
+// corruptHost is an ns whose upstream flips a byte in every blob body.
+const corruptHost = "corrupt.shoal.test"
+
+func startSingle(t *testing.T, legacy bool, nodeNum int) *single {
+	t.Helper()
+	prepare(t, legacy)
+	reg := harness.StartRegistry(t, t.TempDir(), "")
+	proxy := corruptingProxy(t, reg.URL())
+	node := harness.StartContainerd(t, t.TempDir(), harness.ContainerdOptions{Legacy: legacy, IP: harness.LoopbackIP(nodeNum)})
+	dir := t.TempDir()
+	s := harness.StartShoal(t, shoalBin, dir, node, harness.ShoalOptions{Upstreams: map[string]string{
+		smokeHost:   reg.URL(),
+		corruptHost: proxy,
+	}})
+	out := s.Configure(t, node)
+	t.Logf("shoal configure: %s", strings.TrimSpace(out))
+	return &single{reg: reg, node: node, shoal: s}
+}
+
+// corruptingProxy forwards to the registry and flips one byte in the middle of
+// every blob body over 64 KiB (layers, not configs), keeping its length: only
+// the digest can tell.
+func corruptingProxy(t *testing.T, target string) string {
+	t.Helper()
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if strings.Contains(resp.Request.URL.Path, "/blobs/") && resp.StatusCode == 200 && resp.Request.Method == "GET" {
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if len(body) > 64<<10 {
+				body[len(body)/2] ^= 0x55
+			}
+			resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		}
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rp}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func TestSingleNodePull(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			n := startSingle(t, rt.legacy, rt.node)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			img := n.reg.SeedRandom(t, "e2e/app", "v1", 3, 1<<20)
+			other := n.reg.SeedRandom(t, "e2e/other", "v2", 2, 512<<10)
+
+			// By tag: the name resolves nowhere, so only Shoal can serve it.
+			if out, err := n.node.CRIPull(ctx, img.RefIn(smokeHost)); err != nil {
+				t.Fatalf("crictl pull by tag: %v\n%s", err, out)
+			}
+			var layerBytes int64
+			for _, l := range img.Layers {
+				layerBytes += l.Size
+			}
+			if got := n.shoal.ServedBytes("upstream"); got < float64(layerBytes) {
+				t.Fatalf("served upstream bytes %v, want at least the layers' %d", got, layerBytes)
+			}
+			if missing, err := n.node.HasContent(ctx, img.Layers[0].Digest); err != nil || len(missing) > 0 {
+				t.Fatalf("layer not in containerd after pull: %v %v", missing, err)
+			}
+			// By digest.
+			if out, err := n.node.CRIPull(ctx, other.DigestRefIn(smokeHost)); err != nil {
+				t.Fatalf("crictl pull by digest: %v\n%s", err, out)
+			}
+
+			// A later request for the node's own content is served locally.
+			before := n.shoal.ServedBytes("local")
+			layer := img.Layers[1]
+			resp, err := http.Get(fmt.Sprintf("%s/v2/e2e/app/blobs/%s?ns=%s", n.shoal.RegistryURL, layer.Digest, smokeHost))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || int64(len(body)) != layer.Size {
+				t.Fatalf("local blob: %d, %d bytes", resp.StatusCode, len(body))
+			}
+			waitFor(t, "local bytes counted", func() bool { return n.shoal.ServedBytes("local")-before >= float64(layer.Size) })
+
+			// A manifest by tag, once the upstream is gone, comes from the
+			// node's own image store.
+			n.reg.Stop()
+			resp, err = http.Get(fmt.Sprintf("%s/v2/e2e/app/manifests/v1?ns=%s", n.shoal.RegistryURL, smokeHost))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != img.Digest.String() {
+				t.Fatalf("tag with upstream down: %d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+			}
+		})
+	}
+}
+
+func TestCorruptUpstreamFailsCleanly(t *testing.T) {
+	n := startSingle(t, false, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	img := n.reg.SeedRandom(t, "e2e/bad", "v1", 1, 2<<20)
+	out, err := n.node.CRIPull(ctx, img.RefIn(corruptHost))
+	if err == nil {
+		t.Fatalf("pull of corrupt blobs succeeded:\n%s", out)
+	}
+	t.Logf("pull failed as it must: %s", lastLine(out))
+	// The config (not corrupted) arrived, so the pull really reached the layer.
+	if missing, err := n.node.HasContent(ctx, img.Config.Digest); err != nil || len(missing) != 0 {
+		t.Fatalf("config not fetched, so the layer was never tried: missing=%v err=%v", missing, err)
+	}
+	if missing, err := n.node.HasContent(ctx, img.Layers[0].Digest); err != nil || len(missing) != 1 {
+		t.Fatalf("corrupt layer committed in containerd: missing=%v err=%v", missing, err)
+	}
+	if !strings.Contains(n.shoal.Proc.Tail(400), "digest mismatch") {
+		t.Fatalf("shoal did not detect the mismatch:\n%s", n.shoal.Proc.Tail(40))
+	}
+	if files := n.shoal.SpoolFiles(); len(files) != 0 {
+		t.Fatalf("shoal kept files: %v", files)
+	}
+	if code := get(t, n.shoal.DebugURL+"/healthz"); code != 200 {
+		t.Fatalf("healthz %d after corrupt pull", code)
+	}
+	// No corrupt layer was ever served as a complete response.
+	if c := n.shoal.Metric("shoal_served_bytes_total", map[string]string{"source": "upstream"}); c >= float64(img.Config.Size+img.Layers[0].Size) {
+		t.Fatalf("served %v upstream bytes: the corrupt layer was delivered in full", c)
+	}
+}
+
+// Bad inputs each get a 4xx and leave the daemon alive.
+func TestBadInputs(t *testing.T) {
+	n := startSingle(t, false, 4)
+	d := "sha256:" + strings.Repeat("ab", 32)
+	host := strings.TrimPrefix(n.shoal.RegistryURL, "http://")
+	tests := []struct{ name, target string }{
+		{"dotdot", "/v2/../../etc/passwd/blobs/" + d},
+		{"dotdot in name", "/v2/a/../b/blobs/" + d},
+		{"encoded dotdot", "/v2/a/%2e%2e/b/blobs/" + d},
+		{"malformed digest", "/v2/a/blobs/sha256:xyz"},
+		{"short digest", "/v2/a/blobs/sha256:1234"},
+		{"unknown algorithm", "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e"},
+		{"ns link-local", "/v2/a/blobs/" + d + "?ns=169.254.169.254"},
+		{"ns loopback", "/v2/a/manifests/latest?ns=127.0.0.1:5000"},
+		{"ns localhost", "/v2/a/manifests/latest?ns=localhost"},
+		{"ns ipv6 loopback", "/v2/a/blobs/" + d + "?ns=[::1]"},
+		{"ns garbage", "/v2/a/blobs/" + d + "?ns=%00%ff/../x"},
+		{"ns url", "/v2/a/blobs/" + d + "?ns=http://evil"},
+		{"name over 255", "/v2/" + strings.Repeat("a", 256) + "/manifests/latest?ns=" + smokeHost},
+		{"bad tag", "/v2/a/manifests/-bad?ns=" + smokeHost},
+		{"push", "/v2/a/blobs/uploads/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code := rawGet(t, host, tt.target)
+			if code < 400 || code > 499 || code == 408 || code == 429 {
+				t.Fatalf("%s: status %d, want a 4xx other than 408/429", tt.target, code)
+			}
+		})
+	}
+	if code := get(t, n.shoal.DebugURL+"/healthz"); code != 200 || !n.shoal.Proc.Alive() {
+		t.Fatalf("daemon not alive after bad inputs: healthz %d", code)
+	}
+}
+
+// containerd restarting makes the node unready, then ready again, without
+// restarting Shoal.
+func TestContainerdRestart(t *testing.T) {
+	n := startSingle(t, false, 5)
+	n.node.Stop(t)
+	waitFor(t, "unready while containerd is down", func() bool { return get(t, n.shoal.DebugURL+"/readyz") == 503 })
+	n.node.Restart(t)
+	waitFor(t, "ready again", func() bool { return get(t, n.shoal.DebugURL+"/readyz") == 200 })
+	if !n.shoal.Proc.Alive() {
+		t.Fatal("shoal died while containerd restarted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	img := n.reg.SeedRandom(t, "e2e/after-restart", "v1", 1, 256<<10)
+	if out, err := n.node.CRIPull(ctx, img.RefIn(smokeHost)); err != nil {
+		t.Fatalf("pull after containerd restart: %v\n%s", err, out)
+	}
+}
+
+// SIGTERM lets an in-flight response finish.
+func TestGracefulShutdown(t *testing.T) {
+	n := startSingle(t, false, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	img := n.reg.SeedRandom(t, "e2e/big", "v1", 1, 32<<20)
+	if out, err := n.node.CRIPull(ctx, img.RefIn(smokeHost)); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	layer := img.Layers[0]
+	resp, err := http.Get(fmt.Sprintf("%s/v2/e2e/big/blobs/%s", n.shoal.RegistryURL, layer.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.shoal.Proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the signal land while the body is half read
+	rest, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || int64(len(first))+rest != layer.Size {
+		t.Fatalf("in-flight response cut by SIGTERM: %d of %d bytes, %v", int64(len(first))+rest, layer.Size, err)
+	}
+	select {
+	case <-n.shoal.Proc.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("shoal did not exit after SIGTERM")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, u string) int {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// rawGet sends the request target byte for byte: Go's client would clean "..".
+func rawGet(t *testing.T, host, target string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	method := "GET"
+	if strings.HasSuffix(target, "/uploads/") {
+		method = "POST"
+	}
+	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", method, target, host)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s: %v", target, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
