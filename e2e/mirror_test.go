@@ -305,4 +305,3 @@ func lastLine(s string) string {
 	}
 	return s
 }
-
