@@ -84,6 +84,7 @@ type fixture struct {
 	localD     digest.Digest
 	remote     []byte // a blob only the origin has
 	remoteD    digest.Digest
+	unpulled   digest.Digest // another origin-only blob that no test fetches
 	manifest   []byte
 	manifestD  digest.Digest
 }
@@ -105,6 +106,9 @@ func newFixture(t *testing.T) *fixture {
 	})
 	f.manifestD = digest.FromBytes(f.manifest)
 	f.origin.blobs[f.remoteD] = f.remote
+	unpulled := randBytes(1000)
+	f.unpulled = digest.FromBytes(unpulled)
+	f.origin.blobs[f.unpulled] = unpulled
 	f.origin.manifests["v1"] = f.manifest
 	f.origin.manifests[f.manifestD.String()] = f.manifest
 	up := httptest.NewServer(f.origin)
@@ -128,7 +132,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	spool := t.TempDir()
-	transfers, err := inflight.New(inflight.Config{Dir: spool, Linger: 10 * time.Millisecond})
+	transfers, err := inflight.New(inflight.Config{Dir: spool, Linger: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,10 +197,10 @@ func TestResponses(t *testing.T) {
 		{name: "layer is not a manifest", method: "GET", path: "/v2/r/manifests/" + f.localD.String(), status: 404, errCode: "MANIFEST_UNKNOWN"},
 		{name: "tag without ns", method: "GET", path: "/v2/r/manifests/v1", status: 404, errCode: "MANIFEST_UNKNOWN"},
 		{name: "unknown tag", method: "GET", path: "/v2/r/manifests/nope" + ns, status: 404, errCode: "MANIFEST_UNKNOWN"},
-		{name: "blob miss without ns", method: "GET", path: "/v2/r/blobs/" + f.remoteD.String(), status: 404, errCode: "BLOB_UNKNOWN"},
+		{name: "blob miss without ns", method: "GET", path: "/v2/r/blobs/" + f.unpulled.String(), status: 404, errCode: "BLOB_UNKNOWN"},
 		{name: "blob miss HEAD", method: "HEAD", path: "/v2/r/blobs/" + digest.FromString("x").String() + ns, status: 404},
-		{name: "unlisted loopback ns", method: "GET", path: "/v2/r/blobs/" + f.remoteD.String() + "?ns=127.0.0.1:5000", status: 404, errCode: "BLOB_UNKNOWN"},
-		{name: "link-local ns", method: "GET", path: "/v2/r/blobs/" + f.remoteD.String() + "?ns=169.254.169.254", status: 404, errCode: "BLOB_UNKNOWN"},
+		{name: "unlisted loopback ns", method: "GET", path: "/v2/r/blobs/" + f.unpulled.String() + "?ns=127.0.0.1:5000", status: 404, errCode: "BLOB_UNKNOWN"},
+		{name: "link-local ns", method: "GET", path: "/v2/r/blobs/" + f.unpulled.String() + "?ns=169.254.169.254", status: 404, errCode: "BLOB_UNKNOWN"},
 		{name: "link-local ns serves local", method: "GET", path: "/v2/r/blobs/" + f.localD.String() + "?ns=169.254.169.254", status: 200,
 			body: func() []byte { return f.local }},
 		{name: "garbage ns", method: "GET", path: "/v2/r/blobs/" + f.localD.String() + "?ns=a%20b/c", status: 400, errCode: "NAME_INVALID"},
@@ -240,6 +244,28 @@ func TestResponses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A blob the node is fetching, or has just fetched, is the node's own content:
+// verified bytes, served to any request for that digest, ns or not.
+func TestTransferServesAnyRequest(t *testing.T) {
+	f := newFixture(t)
+	resp, _, err := f.do(t, "GET", "/v2/r/blobs/"+f.remoteD.String()+ns)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("fetch through upstream: %v", err)
+	}
+	hits := f.origin.hits.Load()
+	resp, body, err := f.do(t, "GET", "/v2/other/name/blobs/"+f.remoteD.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's transfers linger for a second after completing.
+	if resp.StatusCode != 200 || !bytes.Equal(body, f.remote) {
+		t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if f.origin.hits.Load() != hits {
+		t.Fatal("joining a completed transfer went upstream again")
 	}
 }
 
