@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoalproject/shoal/e2e/harness"
 )
 
@@ -30,7 +32,7 @@ type single struct {
 // corruptHost is an ns whose upstream flips a byte in every blob body.
 const corruptHost = "corrupt.shoal.test"
 
-func startSingle(t *testing.T, legacy bool, nodeNum int) *single {
+func startSingle(t *testing.T, legacy bool, nodeNum int, extraArgs ...string) *single {
 	t.Helper()
 	prepare(t, legacy)
 	reg := harness.StartRegistry(t, t.TempDir(), "")
@@ -40,7 +42,7 @@ func startSingle(t *testing.T, legacy bool, nodeNum int) *single {
 	s := harness.StartShoal(t, shoalBin, dir, node, harness.ShoalOptions{Upstreams: map[string]string{
 		smokeHost:   reg.URL(),
 		corruptHost: proxy,
-	}})
+	}, Args: extraArgs})
 	out := s.Configure(t, node)
 	t.Logf("shoal configure: %s", strings.TrimSpace(out))
 	return &single{reg: reg, node: node, shoal: s}
@@ -201,6 +203,47 @@ func TestBadInputs(t *testing.T) {
 	}
 }
 
+// With the content directory unreadable, blobs come through the content API.
+func TestContentAPIFallback(t *testing.T) {
+	n := startSingle(t, false, 7, "--containerd-content-dir", "/nonexistent/content")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	img := n.reg.SeedRandom(t, "e2e/api", "v1", 2, 1<<20)
+	if out, err := n.node.CRIPull(ctx, img.RefIn(smokeHost)); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	for _, want := range img.Blobs() {
+		kind := "blobs"
+		if want.Digest == img.Manifest.Digest {
+			kind = "manifests"
+		}
+		resp, err := http.Get(fmt.Sprintf("%s/v2/e2e/api/%s/%s", n.shoal.RegistryURL, kind, want.Digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || int64(len(body)) != want.Size || digestOf(body) != want.Digest {
+			t.Fatalf("%s %s through the content API: %d, %d bytes", kind, want.Digest, resp.StatusCode, len(body))
+		}
+	}
+	// A Range request through the API path.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v2/e2e/api/blobs/%s", n.shoal.RegistryURL, img.Layers[0].Digest), nil)
+	req.Header.Set("Range", "bytes=100-199")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || len(body) != 100 {
+		t.Fatalf("range through the content API: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if !strings.Contains(n.shoal.Proc.Tail(200), "content directory unreadable") {
+		t.Fatal("no warning about the unreadable content directory")
+	}
+}
+
 // containerd restarting makes the node unready, then ready again, without
 // restarting Shoal.
 func TestContainerdRestart(t *testing.T) {
@@ -297,6 +340,8 @@ func rawGet(t *testing.T, host, target string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
 
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
