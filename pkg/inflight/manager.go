@@ -104,11 +104,7 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 			m.mu.Unlock()
 			return nil, ErrNoSource
 		}
-		var err error
-		if e, err = m.start(dgst, sources); err != nil {
-			m.mu.Unlock()
-			return nil, err
-		}
+		e = m.start(dgst, sources)
 	}
 	t := e.t
 	t.mu.Lock()
@@ -131,19 +127,9 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 }
 
 // start registers a new transfer; m.mu is held.
-func (m *Manager) start(dgst digest.Digest, sources []Source) (*entry, error) {
-	f, err := os.CreateTemp(m.cfg.Dir, dgst.Encoded()+"-*")
-	if err != nil {
-		return nil, fmt.Errorf("inflight: spool: %w", err)
-	}
-	// Unlinked at once: readers and the filler share the descriptor, and the
-	// bytes vanish with it whatever happens to the process.
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("inflight: spool: %w", err)
-	}
+func (m *Manager) start(dgst digest.Digest, sources []Source) *entry {
 	ctx, cancel := context.WithCancel(m.ctx)
-	e := &entry{t: newTransfer(dgst, f), cancel: cancel, finished: make(chan struct{})}
+	e := &entry{t: newTransfer(dgst), cancel: cancel, finished: make(chan struct{})}
 	e.t.idle = func() { m.idle(e) }
 	m.transfers[dgst] = e
 	m.wg.Add(1)
@@ -152,7 +138,22 @@ func (m *Manager) start(dgst digest.Digest, sources []Source) (*entry, error) {
 		defer close(e.finished)
 		m.run(ctx, e.t, sources)
 	}()
-	return e, nil
+	return e
+}
+
+// spool creates the transfer's file, unlinked at once: readers and the filler
+// share the descriptor, and the bytes vanish with it whatever happens to the
+// process. It is made only once a source answers, so a miss touches no disk.
+func (m *Manager) spool(dgst digest.Digest) (*os.File, error) {
+	f, err := os.CreateTemp(m.cfg.Dir, dgst.Encoded()+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("inflight: spool: %w", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inflight: spool: %w", err)
+	}
+	return f, nil
 }
 
 // idle runs under t.mu when the last reader leaves.
@@ -180,7 +181,7 @@ func (m *Manager) release(e *entry) {
 	m.mu.Unlock()
 	e.cancel()
 	<-e.finished
-	e.t.file.Close()
+	e.t.closeFile()
 }
 
 // run fills the transfer from the sources in order, resuming at the current
@@ -208,6 +209,15 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 			body.Close()
 			errs = append(errs, fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size))
 			continue
+		}
+		if t.file == nil {
+			f, err := m.spool(t.dgst)
+			if err != nil {
+				body.Close()
+				m.fail(t, err)
+				return
+			}
+			t.file = f // before opened is published: readers only look after that
 		}
 		t.advance(func() {
 			if !t.opened {
@@ -266,6 +276,6 @@ func (m *Manager) fail(t *Transfer, err error) {
 	idle := t.readers == 0
 	t.mu.Unlock()
 	if idle && e != nil {
-		go func() { <-e.finished; t.file.Close() }()
+		go func() { <-e.finished; t.closeFile() }()
 	}
 }

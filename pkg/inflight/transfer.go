@@ -18,7 +18,9 @@ var ErrDigestMismatch = errors.New("digest mismatch")
 // Transfer is one blob being fetched into a spool file.
 type Transfer struct {
 	dgst digest.Digest
-	file *os.File // spool; readers use ReadAt, the filler appends
+	// file is the spool: readers use ReadAt, the filler writes. It is set by
+	// the filler before opened is published and only read after that.
+	file *os.File
 
 	mu      sync.Mutex
 	size    int64         // total size; -1 until a source tells
@@ -32,8 +34,15 @@ type Transfer struct {
 	idle    func() // called (under mu) when readers drops to zero
 }
 
-func newTransfer(dgst digest.Digest, f *os.File) *Transfer {
-	return &Transfer{dgst: dgst, file: f, size: -1, changed: make(chan struct{})}
+func newTransfer(dgst digest.Digest) *Transfer {
+	return &Transfer{dgst: dgst, size: -1, changed: make(chan struct{})}
+}
+
+// closeFile runs once the filler has finished and no reader is left.
+func (t *Transfer) closeFile() {
+	if t.file != nil {
+		t.file.Close()
+	}
 }
 
 // Digest is the blob's digest.

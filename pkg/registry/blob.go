@@ -16,7 +16,7 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 	if r.Method == http.MethodHead {
 		size, src, err := g.mirror.BlobSize(r.Context(), req)
 		if err != nil {
-			return outcome{err: toAPIError(err, req.Kind)}
+			return failed(err, req.Kind)
 		}
 		setBlobHeaders(h, req)
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
@@ -26,7 +26,7 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 
 	b, err := g.mirror.Blob(r.Context(), req)
 	if err != nil {
-		return outcome{err: toAPIError(err, req.Kind)}
+		return failed(err, req.Kind)
 	}
 	defer b.Close()
 	setBlobHeaders(h, req)

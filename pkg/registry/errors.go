@@ -59,3 +59,8 @@ func writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
 		w.Write(body)
 	}
 }
+
+// failed is the outcome of a request that could not be answered.
+func failed(err error, kind oci.Kind) outcome {
+	return outcome{err: toAPIError(err, kind), cause: err}
+}

@@ -11,7 +11,7 @@ import (
 func (g *Registry) serveManifest(w http.ResponseWriter, r *http.Request, req mirror.Request) outcome {
 	m, err := g.mirror.Manifest(r.Context(), req)
 	if err != nil {
-		return outcome{err: toAPIError(err, req.Kind)}
+		return failed(err, req.Kind)
 	}
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)

@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/oci"
+	"github.com/shoalproject/shoal/pkg/upstream"
 )
 
 // Mirror is the resolution chain, as the handler needs it.
@@ -50,6 +52,7 @@ func New(cfg Config) *Registry {
 type outcome struct {
 	source mirror.Source
 	err    *apiError
+	cause  error // the error behind err, for the log level
 }
 
 func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -127,8 +130,10 @@ func (g *Registry) finish(rec *recorder, r *http.Request, kind oci.Kind, out out
 		status = http.StatusOK
 	}
 	level := slog.LevelDebug
-	if status == http.StatusBadRequest || status == http.StatusMethodNotAllowed {
-		level = slog.LevelWarn // hostile or broken clients deserve a visible line
+	// Hostile or broken clients, and ns values the upstream policy refuses
+	// (an SSRF attempt looks like that), deserve a visible line.
+	if status == http.StatusBadRequest || status == http.StatusMethodNotAllowed || errors.Is(out.cause, upstream.ErrRefused) {
+		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
