@@ -45,8 +45,6 @@ type Config struct {
 	// after SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
-	// Ready, if set, receives the bound addresses once the node serves.
-	Ready func(registryAddr, debugAddr string)
 }
 
 // Run serves until ctx is cancelled.
@@ -105,9 +103,6 @@ func Run(ctx context.Context, cfg Config) error {
 		"containerd", cfg.ContainerdSocket, "namespace", cfg.ContainerdNamespace)
 	if len(cfg.BootstrapPeers) > 0 || cfg.BootstrapDNS != "" || cfg.BootstrapKubernetes {
 		log.Warn("peer-to-peer is not available in this build yet; bootstrap settings are ignored", "p2p_addr", cfg.P2PAddr)
-	}
-	if cfg.Ready != nil {
-		cfg.Ready(regLn.Addr().String(), dbgLn.Addr().String())
 	}
 
 	select {

@@ -45,9 +45,6 @@ func (t *Transfer) closeFile() {
 	}
 }
 
-// Digest is the blob's digest.
-func (t *Transfer) Digest() digest.Digest { return t.dgst }
-
 // advance applies fn to the state under the lock and wakes every waiter.
 func (t *Transfer) advance(fn func()) {
 	t.mu.Lock()
@@ -159,9 +156,6 @@ func (r *Reader) Size() int64 { return r.size }
 
 // Source names where the bytes come from ("upstream", a peer...).
 func (r *Reader) Source() string { return r.source }
-
-// Digest is the blob's digest.
-func (r *Reader) Digest() digest.Digest { return r.t.dgst }
 
 func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {

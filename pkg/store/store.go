@@ -77,9 +77,6 @@ func New(cfg Config) (*Store, error) {
 // Close closes the connection.
 func (s *Store) Close() error { return s.client.Close() }
 
-// Client exposes the containerd client for the components that watch it.
-func (s *Store) Client() *containerd.Client { return s.client }
-
 // Ready reports whether containerd answers.
 func (s *Store) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
