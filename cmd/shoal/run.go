@@ -35,6 +35,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		dataDir      = fs.String("data-dir", "/var/lib/shoal", "persisted identity and working files")
 		bootDNS      = fs.String("bootstrap-dns", "", "resolve NAME (a headless Service) and bootstrap to every address on the p2p port")
 		bootK8s      = fs.Bool("bootstrap-kubernetes", false, "find the other Shoal pods through the Kubernetes API")
+		k8sService   = fs.String("kubernetes-service", "shoal", "with --bootstrap-kubernetes: the Service whose EndpointSlices list the Shoal pods (namespace from POD_NAMESPACE)")
+		secretFile   = fs.String("p2p-secret-file", "", "file with the cluster's 32-byte pre-shared key (64 hex characters): only nodes that hold it can join the DHT")
 		strict       = fs.Bool("upstream-strict", false, "refuse every ns that no --upstream lists")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error (debug logs one line per request)")
 		logFormat    = fs.String("log-format", "json", "json or text")
@@ -77,6 +79,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		BootstrapPeers:      bootPeers,
 		BootstrapDNS:        *bootDNS,
 		BootstrapKubernetes: *bootK8s,
+		KubernetesService:   *k8sService,
+		P2PSecretFile:       *secretFile,
 		Upstreams:           ups,
 		UpstreamStrict:      *strict,
 		Logger:              log,

@@ -37,6 +37,8 @@ type Config struct {
 	BootstrapPeers      []string
 	BootstrapDNS        string
 	BootstrapKubernetes bool
+	KubernetesService   string // the Service whose EndpointSlices list the Shoal pods
+	P2PSecretFile       string // cluster pre-shared key for the DHT (optional)
 
 	Upstreams      map[string]string
 	UpstreamStrict bool

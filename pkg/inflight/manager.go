@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,11 +21,28 @@ var ErrNoSource = errors.New("no source has the blob")
 type Source interface {
 	// Kind is the metrics label for bytes from this source: "upstream" or "peer".
 	Kind() string
+	// Trusted sources may stream to readers before the blob verifies (the
+	// upstream is the reference: if it is wrong, so is everything). Bytes from
+	// untrusted sources (peers) are held back until the digest checks, because
+	// containerd keeps a partial body and resumes from it: a corrupt prefix it
+	// has once received cannot be repaired by any later source.
+	Trusted() bool
 	// Open returns the blob's bytes from offset on, and the blob's total size
-	// (-1 when unknown). Errors from Open are returned to the caller of Fetch
-	// when no later source succeeds, so they should wrap a meaningful sentinel.
+	// (-1 when unknown). It may be called again after a failure mid-stream, to
+	// resume (a peer source then moves on to its next provider); it returns an
+	// error once it has nothing more to offer. Errors from Open are returned to
+	// the caller of Fetch when no source succeeds, so they should wrap a
+	// meaningful sentinel.
 	Open(ctx context.Context, offset int64) (io.ReadCloser, int64, error)
 }
+
+// Demoter is implemented by sources that want to know their bytes were bad.
+type Demoter interface {
+	Demote(err error)
+}
+
+// maxAttempts bounds how often one source is re-opened after mid-stream failures.
+const maxAttempts = 3
 
 // Config configures a Manager.
 type Config struct {
@@ -117,12 +135,12 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 	m.mu.Unlock()
 
 	r := &Reader{t: t, ctx: ctx}
-	size, source, err := t.waitOpen(ctx)
+	size, err := t.waitOpen(ctx)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	r.size, r.source = size, source
+	r.size = size
 	return r, nil
 }
 
@@ -185,80 +203,124 @@ func (m *Manager) release(e *entry) {
 }
 
 // run fills the transfer from the sources in order, resuming at the current
-// offset when one fails mid-stream.
+// offset when one fails mid-stream. Untrusted sources must come before trusted
+// ones, so that held-back (untrusted) bytes always start at offset 0 and a bad
+// transfer can restart from scratch without any reader having seen a byte.
 func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 	log := m.cfg.Logger.With("digest", t.dgst)
 	h := t.dgst.Algorithm().Hash()
 	buf := make([]byte, 256<<10)
-	errs := make([]error, 0, len(sources))
+	var errs []error
+	var contributors []Source // untrusted sources whose bytes are in the spool
 	for _, src := range sources {
-		t.mu.Lock()
-		off, size := t.written, t.size
-		t.mu.Unlock()
-		body, srcSize, err := src.Open(ctx, off)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if srcSize > m.cfg.MaxSize {
-			body.Close()
-			errs = append(errs, fmt.Errorf("%s: size %d over the %d limit", src.Kind(), srcSize, m.cfg.MaxSize))
-			continue
-		}
-		if size >= 0 && srcSize >= 0 && srcSize != size {
-			body.Close()
-			errs = append(errs, fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size))
-			continue
-		}
-		if t.file == nil {
-			f, err := m.spool(t.dgst)
+		for attempt := 0; attempt < maxAttempts; attempt++ {
+			t.mu.Lock()
+			off, size := t.written, t.size
+			t.mu.Unlock()
+			body, srcSize, err := src.Open(ctx, off)
 			if err != nil {
+				errs = append(errs, err)
+				break // this source has nothing (more) to offer
+			}
+			if err := m.accept(t, src, srcSize, size); err != nil {
 				body.Close()
-				m.fail(t, err)
+				errs = append(errs, err)
+				if errors.Is(err, errFatal) {
+					m.fail(t, errors.Join(errs...))
+					return
+				}
+				break
+			}
+			if !src.Trusted() && !slices.Contains(contributors, src) {
+				contributors = append(contributors, src)
+			}
+			err = t.fill(ctx, body, h, m.cfg.MaxSize, buf)
+			body.Close()
+			t.mu.Lock()
+			written, size := t.written, t.size
+			t.mu.Unlock()
+			if err == nil && size >= 0 && written != size {
+				err = fmt.Errorf("short body: %d of %d bytes: %w", written, size, io.ErrUnexpectedEOF)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					m.fail(t, ctx.Err())
+					return
+				}
+				log.Warn("source failed mid-stream; resuming", "source", src.Kind(), "offset", written, "err", err)
+				errs = append(errs, err)
+				continue
+			}
+			got := digest.NewDigest(t.dgst.Algorithm(), h)
+			if got == t.dgst {
+				t.advance(func() {
+					t.done = true
+					if t.size < 0 {
+						t.size = t.written
+					}
+				})
 				return
 			}
-			t.file = f // before opened is published: readers only look after that
-		}
-		t.advance(func() {
-			if !t.opened {
-				t.opened, t.source = true, src.Kind()
+			bad := fmt.Errorf("%w: %s sent %s", ErrDigestMismatch, src.Kind(), got)
+			errs = append(errs, bad)
+			if len(contributors) == 0 {
+				// Trusted bytes were already streamed: every reader must abort.
+				log.Error("digest mismatch; transfer aborted", "source", src.Kind(), "got", got)
+				m.fail(t, bad)
+				return
 			}
-			if t.size < 0 {
-				t.size = srcSize
+			// Held-back bytes: nobody saw them, so blame the untrusted
+			// sources that wrote them and start again from the next source.
+			log.Warn("digest mismatch from untrusted sources; restarting from the next source", "got", got)
+			for _, c := range contributors {
+				if d, ok := c.(Demoter); ok {
+					d.Demote(bad)
+				}
 			}
-		})
-		err = t.fill(ctx, body, h, m.cfg.MaxSize, buf)
-		body.Close()
-		t.mu.Lock()
-		written, size := t.written, t.size
-		t.mu.Unlock()
-		if err == nil && size >= 0 && written != size {
-			err = fmt.Errorf("short body: %d of %d bytes: %w", written, size, io.ErrUnexpectedEOF)
-		}
-		if err != nil {
-			log.Warn("source failed mid-stream", "source", src.Kind(), "offset", written, "err", err)
-			errs = append(errs, err)
-			continue
-		}
-		if got := digest.NewDigest(t.dgst.Algorithm(), h); got != t.dgst {
-			// The hash already covers the bad bytes, so no other source can
-			// repair this transfer: fail it, and every reader aborts.
-			m.fail(t, fmt.Errorf("%w: %s sent %s", ErrDigestMismatch, src.Kind(), got))
-			log.Error("digest mismatch; transfer aborted", "source", src.Kind(), "got", got)
-			return
-		}
-		t.advance(func() {
-			t.done = true
-			if t.size < 0 {
-				t.size = t.written
+			contributors = nil
+			if err := t.reset(h); err != nil {
+				m.fail(t, errors.Join(bad, err))
+				return
 			}
-		})
-		return
+			break
+		}
 	}
 	if len(errs) == 0 {
 		errs = append(errs, ErrNoSource)
 	}
 	m.fail(t, errors.Join(errs...))
+}
+
+// errFatal marks a setup failure that no other source can fix.
+var errFatal = errors.New("fatal")
+
+// accept publishes the transfer as opened by src, creating the spool on first
+// use, and checks src's declared size against what is known.
+func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
+	if srcSize > m.cfg.MaxSize {
+		return fmt.Errorf("%s: size %d over the %d limit", src.Kind(), srcSize, m.cfg.MaxSize)
+	}
+	if size >= 0 && srcSize >= 0 && srcSize != size {
+		return fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size)
+	}
+	if t.file == nil {
+		f, err := m.spool(t.dgst)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errFatal, err)
+		}
+		t.file = f // before opened is published: readers only look after that
+	}
+	t.advance(func() {
+		t.opened = true
+		t.source = src.Kind()
+		if !src.Trusted() {
+			t.held = true
+		}
+		if t.size < 0 {
+			t.size = srcSize
+		}
+	})
+	return nil
 }
 
 // fail records a terminal error and forgets the transfer so that the next

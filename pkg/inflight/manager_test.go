@@ -25,11 +25,20 @@ type fakeSource struct {
 	corrupt  bool
 	missing  bool
 	gate     chan struct{} // when set, the body blocks until it is closed
+	peer     bool          // untrusted, like a peer
 	opens    atomic.Int32
 	lastOpen atomic.Int64
+	demoted  atomic.Bool
 }
 
-func (s *fakeSource) Kind() string { return "upstream" }
+func (s *fakeSource) Kind() string {
+	if s.peer {
+		return "peer"
+	}
+	return "upstream"
+}
+func (s *fakeSource) Trusted() bool    { return !s.peer }
+func (s *fakeSource) Demote(err error) { s.demoted.Store(true) }
 
 func (s *fakeSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
 	s.opens.Add(1)
@@ -234,7 +243,8 @@ func TestHoldBackLastByte(t *testing.T) {
 
 type sourceFunc func(context.Context, int64) (io.ReadCloser, int64, error)
 
-func (f sourceFunc) Kind() string { return "upstream" }
+func (f sourceFunc) Kind() string  { return "upstream" }
+func (f sourceFunc) Trusted() bool { return true }
 func (f sourceFunc) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
 	return f(ctx, off)
 }
@@ -278,4 +288,99 @@ func TestMaxSize(t *testing.T) {
 	if _, err := readAll(t, m, d, []Source{src}); err == nil {
 		t.Fatal("blob over MaxSize accepted")
 	}
+}
+
+// Untrusted (peer) bytes are never readable before the blob verifies; a
+// corrupt peer is demoted and the transfer restarts from the next source, so
+// readers see one unbroken, correct body.
+func TestUntrustedSources(t *testing.T) {
+	data, d := blob(t, 2<<20+1)
+	tests := []struct {
+		name       string
+		sources    func() (srcs []Source, liar *fakeSource)
+		wantErr    error
+		wantSource string
+	}{
+		{"good peer", func() ([]Source, *fakeSource) {
+			return []Source{&fakeSource{data: data, peer: true}}, nil
+		}, nil, "peer"},
+		{"corrupt peer then upstream", func() ([]Source, *fakeSource) {
+			liar := &fakeSource{data: data, peer: true, corrupt: true}
+			return []Source{liar, &fakeSource{data: data}}, liar
+		}, nil, "upstream"},
+		{"peer dies mid-stream, upstream resumes", func() ([]Source, *fakeSource) {
+			return []Source{&fakeSource{data: data, peer: true, cutAt: 777}, &fakeSource{data: data}}, nil
+		}, nil, "upstream"},
+		{"corrupt peer alone", func() ([]Source, *fakeSource) {
+			liar := &fakeSource{data: data, peer: true, corrupt: true}
+			return []Source{liar}, liar
+		}, ErrDigestMismatch, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newManager(t)
+			srcs, liar := tt.sources()
+			r, err := m.Fetch(context.Background(), d, srcs)
+			if err != nil {
+				if tt.wantErr == nil || !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Fetch: %v", err)
+				}
+				return
+			}
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || len(got) != 0 {
+					t.Fatalf("err %v after %d bytes; want %v after none", err, len(got), tt.wantErr)
+				}
+			} else if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("err %v, %d bytes", err, len(got))
+			} else if r.Source() != tt.wantSource {
+				t.Fatalf("source %q, want %q", r.Source(), tt.wantSource)
+			}
+			if liar != nil && !liar.demoted.Load() {
+				t.Fatal("the corrupt peer was not demoted")
+			}
+		})
+	}
+}
+
+func TestUntrustedHeldUntilVerified(t *testing.T) {
+	data, d := blob(t, 1000)
+	m := newManager(t)
+	pr, pw := io.Pipe()
+	src := &pipeSource{r: pr}
+	r, err := m.Fetch(context.Background(), d, []Source{src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pw.Write(data[:999])
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	r.ctx = ctx
+	n, err := r.Read(make([]byte, 100))
+	cancel()
+	if n != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read %d unverified peer bytes (%v)", n, err)
+	}
+	r.ctx = context.Background()
+	pw.Write(data[999:])
+	pw.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after verification: %v, %d bytes", err, len(got))
+	}
+}
+
+type pipeSource struct{ r io.ReadCloser }
+
+func (p *pipeSource) Kind() string  { return "peer" }
+func (p *pipeSource) Trusted() bool { return false }
+func (p *pipeSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+	if p.r == nil {
+		return nil, 0, errMissing
+	}
+	r := p.r
+	p.r = nil
+	return r, 1000, nil
 }

@@ -27,6 +27,7 @@ type Transfer struct {
 	written int64         // bytes in the spool file, hashed so far
 	source  string        // which source supplied the bytes
 	opened  bool          // a source has answered; size and source are known
+	held    bool          // untrusted bytes are in the spool: nothing is readable until verified
 	done    bool          // verified and complete
 	err     error         // terminal failure
 	changed chan struct{} // closed and replaced whenever state advances
@@ -57,28 +58,42 @@ func (t *Transfer) advance(fn func()) {
 // readable is how far readers may read: everything once verified, otherwise
 // all but the final byte, which is what makes an unverified body incomplete.
 func (t *Transfer) readable() int64 {
-	if t.done || t.written == 0 {
+	switch {
+	case t.done:
 		return t.written
+	case t.held || t.written == 0:
+		return 0
 	}
 	return t.written - 1
 }
 
+// reset discards held-back bytes after a mismatch, so that the next source
+// starts again from offset 0. Only valid while held: no reader saw a byte.
+func (t *Transfer) reset(h hash.Hash) error {
+	if err := t.file.Truncate(0); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	h.Reset()
+	t.advance(func() { t.written, t.held = 0, false })
+	return nil
+}
+
 // waitOpen blocks until a source has answered (or the transfer failed).
-func (t *Transfer) waitOpen(ctx context.Context) (size int64, source string, err error) {
+func (t *Transfer) waitOpen(ctx context.Context) (size int64, err error) {
 	for {
 		t.mu.Lock()
-		opened, size, source, err, ch := t.opened, t.size, t.source, t.err, t.changed
+		opened, size, err, ch := t.opened, t.size, t.err, t.changed
 		t.mu.Unlock()
 		if err != nil {
-			return 0, "", err
+			return 0, err
 		}
 		if opened {
-			return size, source, nil
+			return size, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, "", ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
 }
@@ -147,15 +162,19 @@ type Reader struct {
 	ctx    context.Context
 	off    int64
 	size   int64
-	source string
 	closed bool
 }
 
 // Size is the blob's size, or -1 when no source declared it.
 func (r *Reader) Size() int64 { return r.size }
 
-// Source names where the bytes come from ("upstream", a peer...).
-func (r *Reader) Source() string { return r.source }
+// Source names where the bytes come from ("upstream", "peer"); it may change
+// while the transfer runs, when one source takes over from another.
+func (r *Reader) Source() string {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return r.t.source
+}
 
 func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {

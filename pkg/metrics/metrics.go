@@ -20,6 +20,7 @@ type Metrics struct {
 	AdvertisedKeys  prometheus.Gauge
 	ConnectedPeers  prometheus.Gauge
 	LookupDuration  prometheus.Histogram
+	PeerTags        prometheus.Counter // tags served as a peer advertises them
 }
 
 // New registers every metric, with the Go runtime and process collectors.
@@ -51,9 +52,13 @@ func New() *Metrics {
 			Help:    "DHT provider look-ups.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
 		}),
+		PeerTags: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_peer_tags_total",
+			Help: "Tags answered as a peer advertises them, because the upstream could not be reached.",
+		}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration,
+		m.ConnectedPeers, m.LookupDuration, m.PeerTags,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/oci"
 	"github.com/shoalproject/shoal/pkg/store"
 	"github.com/shoalproject/shoal/pkg/upstream"
@@ -54,17 +55,22 @@ type Upstream interface {
 
 // Config wires the chain.
 type Config struct {
-	Local     Local
-	Upstream  Upstream
-	Transfers *inflight.Manager
-	Logger    *slog.Logger
+	Local       Local
+	Peers       Peers // nil on a node without peer-to-peer
+	PeerOptions PeerOptions
+	Upstream    Upstream
+	Transfers   *inflight.Manager
+	Metrics     *metrics.Metrics // optional
+	Logger      *slog.Logger
 }
 
 // Mirror answers manifest and blob requests.
 type Mirror struct {
 	local     Local
+	peers     *peerClient // nil without peers
 	upstream  Upstream
 	transfers *inflight.Manager
+	metrics   *metrics.Metrics
 	log       *slog.Logger
 }
 
@@ -73,7 +79,11 @@ func New(cfg Config) *Mirror {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Mirror{local: cfg.Local, upstream: cfg.Upstream, transfers: cfg.Transfers, log: cfg.Logger}
+	m := &Mirror{local: cfg.Local, upstream: cfg.Upstream, transfers: cfg.Transfers, metrics: cfg.Metrics, log: cfg.Logger}
+	if cfg.Peers != nil {
+		m.peers = newPeerClient(cfg.Peers, cfg.PeerOptions, cfg.Logger)
+	}
+	return m
 }
 
 // Request is a parsed pull request plus its registry namespace.
@@ -81,6 +91,7 @@ type Request struct {
 	oci.Request
 	NS       string // registry host from ?ns=, validated; empty when absent
 	HeadOnly bool   // HEAD: a descriptor is enough, no body needed
+	FromPeer bool   // asked by another node: answer from this node only
 }
 
 // Manifest is a manifest's bytes (nil for HeadOnly answers) and identity.
@@ -92,57 +103,95 @@ type Manifest struct {
 	Source    Source
 }
 
-// Manifest resolves a tag if needed, then reads the manifest from the first
-// place that has it.
+// Manifest reads a manifest by digest, or resolves a tag first.
 func (m *Mirror) Manifest(ctx context.Context, req Request) (*Manifest, error) {
-	dgst := req.Digest
-	if dgst == "" {
-		desc, err := m.resolveTag(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		dgst = desc.Digest
-		if req.HeadOnly && desc.MediaType != "" && desc.Size > 0 {
-			return &Manifest{Digest: dgst, MediaType: desc.MediaType, Size: desc.Size, Source: SourceUpstream}, nil
-		}
+	if req.Digest == "" {
+		return m.manifestByTag(ctx, req)
 	}
-	if b, err := m.local.ReadAll(ctx, dgst, MaxManifestSize); err == nil {
+	return m.manifestByDigest(ctx, req, req.Digest)
+}
+
+// manifestByTag asks the upstream first, because only it knows where a tag
+// points now. When it cannot be reached, the node's own image store answers,
+// then the tag as peers advertise it.
+func (m *Mirror) manifestByTag(ctx context.Context, req Request) (*Manifest, error) {
+	if req.NS == "" {
+		return nil, fmt.Errorf("%w: a tag needs ns to name its registry", ErrNotFound)
+	}
+	var uerr error
+	if !req.FromPeer {
+		desc, err := m.upstream.Resolve(ctx, req.NS, req.Name, req.Tag)
+		switch {
+		case err == nil:
+			if req.HeadOnly && desc.MediaType != "" && desc.Size > 0 {
+				return &Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Source: SourceUpstream}, nil
+			}
+			return m.manifestByDigest(ctx, req, desc.Digest)
+		case errors.Is(err, upstream.ErrNotFound):
+			// The upstream says the tag does not exist (or needs credentials
+			// we lack): a copy elsewhere could be stale or private, so
+			// containerd decides, with its own credentials.
+			return nil, fmt.Errorf("%w: tag %s: %w", ErrNotFound, req.Tag, err)
+		}
+		uerr = err
+	}
+	local, lerr := m.local.Resolve(ctx, req.NS, req.Name, req.Tag)
+	if lerr == nil {
+		if !req.FromPeer {
+			m.log.Info("tag resolved from the local store; upstream unavailable",
+				"ns", req.NS, "name", req.Name, "tag", req.Tag, "digest", local.Digest, "upstream_err", uerr)
+		}
+		return m.manifestByDigest(ctx, req, local.Digest)
+	}
+	if req.FromPeer || m.peers == nil {
+		return nil, fmt.Errorf("%w: tag %s: upstream: %v; local: %w", ErrNotFound, req.Tag, uerr, lerr)
+	}
+	man, perr := m.peers.peerManifest(ctx, TagKey(req.NS, req.Name, req.Tag), req)
+	if perr != nil {
+		return nil, fmt.Errorf("%w: tag %s: upstream: %v; local: %v; peers: %w", ErrNotFound, req.Tag, uerr, lerr, perr)
+	}
+	m.log.Warn("tag served as a peer advertises it; upstream unavailable",
+		"ns", req.NS, "name", req.Name, "tag", req.Tag, "digest", man.Digest, "upstream_err", uerr)
+	if m.metrics != nil {
+		m.metrics.PeerTags.Inc()
+	}
+	return man, nil
+}
+
+// TagKey is the routing key under which nodes advertise a tag: the containerd
+// image name, "<ns>/<name>:<tag>".
+func TagKey(ns, name, tag string) string { return ns + "/" + name + ":" + tag }
+
+// manifestByDigest reads from the node, then peers, then the upstream.
+func (m *Mirror) manifestByDigest(ctx context.Context, req Request, dgst digest.Digest) (*Manifest, error) {
+	b, err := m.local.ReadAll(ctx, dgst, MaxManifestSize)
+	if err == nil {
 		return manifest(b, dgst, "", SourceLocal)
-	} else if !errors.Is(err, store.ErrNotFound) {
+	}
+	if !errors.Is(err, store.ErrNotFound) {
 		m.log.Warn("local manifest read failed; trying elsewhere", "digest", dgst, "err", err)
 	}
+	if req.FromPeer {
+		return nil, fmt.Errorf("%w: manifest %s", ErrNotFound, dgst)
+	}
+	errs := []error{err}
+	if m.peers != nil {
+		byDigest := req
+		byDigest.Digest, byDigest.Tag = dgst, ""
+		man, perr := m.peers.peerManifest(ctx, dgst.String(), byDigest)
+		if perr == nil {
+			return man, nil
+		}
+		errs = append(errs, perr)
+	}
 	if req.NS == "" {
-		return nil, fmt.Errorf("%w: manifest %s is not on this node and no ns names an upstream", ErrNotFound, dgst)
+		return nil, fmt.Errorf("%w: manifest %s: no ns names an upstream: %w", ErrNotFound, dgst, errors.Join(errs...))
 	}
 	b, mediaType, err := m.upstream.Manifest(ctx, req.NS, req.Name, dgst)
 	if err != nil {
-		return nil, fmt.Errorf("%w: manifest %s: %w", ErrNotFound, dgst, err)
+		return nil, fmt.Errorf("%w: manifest %s: %w", ErrNotFound, dgst, errors.Join(append(errs, err)...))
 	}
 	return manifest(b, dgst, mediaType, SourceUpstream)
-}
-
-// resolveTag asks the upstream first, because only it knows where a tag points
-// now; the node's own image store answers when the upstream cannot.
-func (m *Mirror) resolveTag(ctx context.Context, req Request) (ocispec.Descriptor, error) {
-	if req.NS == "" {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: a tag needs ns to name its registry", ErrNotFound)
-	}
-	desc, err := m.upstream.Resolve(ctx, req.NS, req.Name, req.Tag)
-	if err == nil {
-		return desc, nil
-	}
-	// The upstream said the tag does not exist (or needs credentials we do not
-	// have): a local copy could be stale or private, so containerd decides.
-	if errors.Is(err, upstream.ErrNotFound) {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: tag %s: %w", ErrNotFound, req.Tag, err)
-	}
-	local, lerr := m.local.Resolve(ctx, req.NS, req.Name, req.Tag)
-	if lerr != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: tag %s: upstream: %w; local: %w", ErrNotFound, req.Tag, err, lerr)
-	}
-	m.log.Info("tag resolved from the local store; upstream unavailable",
-		"ns", req.NS, "name", req.Name, "tag", req.Tag, "digest", local.Digest, "upstream_err", err)
-	return local, nil
 }
 
 // manifest checks that b is a manifest and fills in its media type.
@@ -162,10 +211,14 @@ func manifest(b []byte, dgst digest.Digest, mediaType string, src Source) (*Mani
 type Blob struct {
 	Content io.ReadSeeker
 	Size    int64 // -1 when the source did not say
-	Source  Source
+	source  func() Source
 	close   func() error
 	err     func() error
 }
+
+// Source says where the bytes came from; for a transfer it is read at the
+// end, since another source may have taken over.
+func (b *Blob) Source() Source { return b.source() }
 
 // Close releases the blob.
 func (b *Blob) Close() error { return b.close() }
@@ -179,18 +232,21 @@ func (b *Blob) Err() error {
 	return b.err()
 }
 
-// Blob opens a blob from the node, or starts (or joins) a verified transfer.
+// Blob opens a blob from the node, or starts (or joins) a verified transfer
+// from peers, then the upstream.
 func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
 	if b, err := m.local.Open(ctx, req.Digest); err == nil {
-		return &Blob{Content: b.Content, Size: b.Size, Source: SourceLocal, close: b.Close}, nil
+		return &Blob{Content: b.Content, Size: b.Size, source: func() Source { return SourceLocal }, close: b.Close}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		m.log.Warn("local blob open failed; trying elsewhere", "digest", req.Digest, "err", err)
 	}
+	// With no sources (a peer's request) Fetch only joins a transfer in
+	// flight: this node shares what it is fetching, and never fetches for others.
 	r, err := m.transfers.Fetch(ctx, req.Digest, m.remoteSources(req))
 	if err != nil {
 		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, err)
 	}
-	return &Blob{Content: r, Size: r.Size(), Source: Source(r.Source()), close: r.Close, err: r.Err}, nil
+	return &Blob{Content: r, Size: r.Size(), source: func() Source { return Source(r.Source()) }, close: r.Close, err: r.Err}, nil
 }
 
 // BlobSize answers HEAD without fetching the blob.
@@ -199,20 +255,37 @@ func (m *Mirror) BlobSize(ctx context.Context, req Request) (int64, Source, erro
 		b.Close()
 		return b.Size, SourceLocal, nil
 	}
+	if req.FromPeer {
+		return 0, "", fmt.Errorf("%w: blob %s", ErrNotFound, req.Digest)
+	}
+	var errs []error
+	if m.peers != nil {
+		size, err := m.peers.peerBlobSize(ctx, req)
+		if err == nil {
+			return size, SourcePeer, nil
+		}
+		errs = append(errs, err)
+	}
 	if req.NS == "" {
-		return 0, "", fmt.Errorf("%w: blob %s is not on this node and no ns names an upstream", ErrNotFound, req.Digest)
+		return 0, "", fmt.Errorf("%w: blob %s is not on this node or its peers, and no ns names an upstream", ErrNotFound, req.Digest)
 	}
 	size, err := m.upstream.Stat(ctx, req.NS, req.Name, req.Digest)
 	if err != nil {
-		return 0, "", fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, err)
+		return 0, "", fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, errors.Join(append(errs, err)...))
 	}
 	return size, SourceUpstream, nil
 }
 
-// remoteSources lists, in order, where a missing blob may come from. Peers
-// slot in ahead of the upstream.
+// remoteSources lists, in order, where a missing blob may come from: peers
+// (untrusted, so first, see inflight.Source), then the upstream.
 func (m *Mirror) remoteSources(req Request) []inflight.Source {
+	if req.FromPeer {
+		return nil
+	}
 	var srcs []inflight.Source
+	if m.peers != nil {
+		srcs = append(srcs, &peerBlob{c: m.peers, req: req})
+	}
 	if req.NS != "" {
 		srcs = append(srcs, upstreamSource{m.upstream, req})
 	}
@@ -224,7 +297,8 @@ type upstreamSource struct {
 	req Request
 }
 
-func (s upstreamSource) Kind() string { return string(SourceUpstream) }
+func (s upstreamSource) Kind() string  { return string(SourceUpstream) }
+func (s upstreamSource) Trusted() bool { return true }
 
 func (s upstreamSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
 	return s.u.Blob(ctx, s.req.NS, s.req.Name, s.req.Digest, off)

@@ -48,10 +48,10 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 	if err := b.Err(); err != nil {
 		// The bytes were wrong or their sources vanished: never let the
 		// body end cleanly, so containerd cannot mistake it for the blob.
-		g.log.Error("aborting response", "digest", req.Digest, "source", b.Source, "err", err)
+		g.log.Error("aborting response", "digest", req.Digest, "source", b.Source(), "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	return outcome{source: b.Source}
+	return outcome{source: b.Source()}
 }
 
 func setBlobHeaders(h http.Header, req mirror.Request) {

@@ -28,16 +28,32 @@ type Mirror interface {
 
 // Config configures the handler.
 type Config struct {
-	Mirror  Mirror
-	Metrics *metrics.Metrics // optional
-	Logger  *slog.Logger
+	Mirror    Mirror
+	Metrics   *metrics.Metrics // optional
+	OnRequest func(Record)     // optional: sees every manifest and blob request once answered
+	Logger    *slog.Logger
+}
+
+// Record describes one answered manifest or blob request.
+type Record struct {
+	Time     time.Time     `json:"time"`
+	Kind     string        `json:"kind"`
+	Name     string        `json:"name"`
+	Ref      string        `json:"ref"`
+	NS       string        `json:"ns,omitempty"`
+	Status   int           `json:"status"`
+	Bytes    int64         `json:"bytes"`
+	Source   string        `json:"source,omitempty"`
+	Duration time.Duration `json:"duration"`
+	FromPeer bool          `json:"from_peer,omitempty"`
 }
 
 // Registry is the HTTP handler.
 type Registry struct {
-	mirror  Mirror
-	metrics *metrics.Metrics
-	log     *slog.Logger
+	mirror    Mirror
+	metrics   *metrics.Metrics
+	onRequest func(Record)
+	log       *slog.Logger
 }
 
 // New returns the handler.
@@ -45,7 +61,7 @@ func New(cfg Config) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{mirror: cfg.Mirror, metrics: cfg.Metrics, log: cfg.Logger}
+	return &Registry{mirror: cfg.Mirror, metrics: cfg.Metrics, onRequest: cfg.OnRequest, log: cfg.Logger}
 }
 
 // outcome is what a resource handler reports for logs and metrics.
@@ -61,14 +77,13 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = rec
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 
-	var kind oci.Kind
+	var req mirror.Request
 	var out outcome
-	defer func() { g.finish(rec, r, kind, out, start) }()
+	defer func() { g.finish(rec, r, req, out, start) }()
 
 	req, err := g.parse(r)
-	kind = req.Kind
 	if err != nil {
-		out.err = toAPIError(err, kind)
+		out = failed(err, req.Kind)
 		writeError(w, r, out.err)
 		return
 	}
@@ -107,7 +122,7 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 	if err != nil {
 		return mirror.Request{}, err
 	}
-	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead}
+	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead, FromPeer: r.Header.Get(mirror.PeerHeader) != ""}
 	q := r.URL.Query()
 	if vals, ok := q["ns"]; ok {
 		if len(vals) != 1 {
@@ -124,11 +139,12 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 }
 
 // finish logs one line per request and counts it.
-func (g *Registry) finish(rec *recorder, r *http.Request, kind oci.Kind, out outcome, start time.Time) {
+func (g *Registry) finish(rec *recorder, r *http.Request, req mirror.Request, out outcome, start time.Time) {
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
+	elapsed := time.Since(start)
 	level := slog.LevelDebug
 	// Hostile or broken clients, and ns values the upstream policy refuses
 	// (an SSRF attempt looks like that), deserve a visible line.
@@ -138,7 +154,10 @@ func (g *Registry) finish(rec *recorder, r *http.Request, kind oci.Kind, out out
 	attrs := []slog.Attr{
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.String("ns", r.URL.Query().Get("ns")), slog.Int("status", status),
-		slog.Int64("bytes", rec.bytes), slog.Duration("duration", time.Since(start)),
+		slog.Int64("bytes", rec.bytes), slog.Duration("duration", elapsed),
+	}
+	if req.FromPeer {
+		attrs = append(attrs, slog.Bool("from_peer", true))
 	}
 	if out.source != "" {
 		attrs = append(attrs, slog.String("source", string(out.source)))
@@ -148,16 +167,26 @@ func (g *Registry) finish(rec *recorder, r *http.Request, kind oci.Kind, out out
 	}
 	g.log.LogAttrs(r.Context(), level, "request", attrs...)
 
-	if g.metrics == nil || (kind != oci.KindManifest && kind != oci.KindBlob) {
+	if req.Kind != oci.KindManifest && req.Kind != oci.KindBlob {
+		return
+	}
+	if g.onRequest != nil {
+		g.onRequest(Record{Time: start, Kind: string(req.Kind), Name: req.Name, Ref: req.Reference(), NS: req.NS,
+			Status: status, Bytes: rec.bytes, Source: string(out.source), Duration: elapsed, FromPeer: req.FromPeer})
+	}
+	if g.metrics == nil {
 		return
 	}
 	source := string(out.source)
-	if source == "" {
+	switch {
+	case source == "":
 		source = "none"
-	} else if rec.bytes > 0 {
+	case req.FromPeer:
+		g.metrics.PeerServedBytes.Add(float64(rec.bytes))
+	case rec.bytes > 0:
 		g.metrics.ServedBytes.WithLabelValues(source).Add(float64(rec.bytes))
 	}
-	g.metrics.Requests.WithLabelValues(string(kind), source, strconv.Itoa(status)).Inc()
+	g.metrics.Requests.WithLabelValues(string(req.Kind), source, strconv.Itoa(status)).Inc()
 }
 
 // recorder notes status and body bytes. It forwards ReadFrom so that a copy
