@@ -26,6 +26,7 @@ Usage:
   shoal run          the node daemon (mirror API, debug and metrics endpoint)
   shoal configure    point containerd at the mirror through hosts.toml files
   shoal unconfigure  restore what configure replaced
+  shoal peers        print a node's peer table (from its debug endpoint)
   shoal version      print version, commit and Go version
 
 Run 'shoal COMMAND --help' for a command's flags. Every flag of 'run' can also
@@ -55,6 +56,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdConfigure(args[1:], stdout, stderr)
 	case "unconfigure":
 		return cmdUnconfigure(args[1:], stdout, stderr)
+	case "peers":
+		return cmdPeers(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
