@@ -270,8 +270,10 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 				return
 			}
 			// Held-back bytes: nobody saw them, so blame the untrusted
-			// sources that wrote them and start again from the next source.
-			log.Warn("digest mismatch from untrusted sources; restarting from the next source", "got", got)
+			// sources that wrote them and start again from offset 0, with
+			// this source once more (a peer source moves on to its next
+			// provider), then the others.
+			log.Warn("digest mismatch from untrusted sources; restarting", "got", got)
 			for _, c := range contributors {
 				if d, ok := c.(Demoter); ok {
 					d.Demote(bad)
@@ -282,7 +284,6 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 				m.fail(t, errors.Join(bad, err))
 				return
 			}
-			break
 		}
 	}
 	if len(errs) == 0 {

@@ -201,6 +201,7 @@ func TestPeerFetch(t *testing.T) {
 		{"dead peer", []peerBehaviour{-1, good}, "", mirror.SourcePeer, nil, []int{0}, -1},
 		{"corrupt peer, upstream repairs", []peerBehaviour{corrupt}, "up.test", mirror.SourceUpstream, nil, []int{0}, -1},
 		{"corrupt peer, no upstream", []peerBehaviour{corrupt}, "", "", inflight.ErrDigestMismatch, []int{0}, -1},
+		{"corrupt peer, then an honest one", []peerBehaviour{corrupt, good}, "", mirror.SourcePeer, nil, []int{0}, -1},
 		{"peer dies mid-stream, next peer resumes", []peerBehaviour{dieMidway, good}, "", mirror.SourcePeer, nil, nil, 1},
 		{"peer stalls mid-stream, next peer resumes", []peerBehaviour{stallMidway, good}, "", mirror.SourcePeer, nil, nil, 1},
 		{"peer dies, upstream resumes", []peerBehaviour{dieMidway}, "up.test", mirror.SourceUpstream, nil, nil, -1},
