@@ -77,6 +77,10 @@ func New(cfg Config) (*Store, error) {
 // Close closes the connection.
 func (s *Store) Close() error { return s.client.Close() }
 
+// Client is the containerd connection, shared with the advertiser so that the
+// node keeps one connection. Callers set the namespace on each context.
+func (s *Store) Client() *containerd.Client { return s.client }
+
 // Ready reports whether containerd answers.
 func (s *Store) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)

@@ -1,0 +1,143 @@
+package advertiser
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+)
+
+// resyncWorkers bounds the images walked at once during a resync.
+const resyncWorkers = 8
+
+// resyncLoop resyncs on every tick and whenever asked (a new subscription).
+func (a *Advertiser) resyncLoop(ctx context.Context, trigger <-chan struct{}) {
+	t := time.NewTicker(a.cfg.ResyncInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-trigger:
+		}
+		began := time.Now()
+		n, err := a.resync(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			a.log.Warn("resync failed; keeping the keys advertised", "err", err)
+			failing = true
+		case err != nil:
+			a.log.Debug("resync failed", "err", err)
+		default:
+			if failing {
+				a.log.Info("resync works again")
+				failing = false
+			}
+			a.log.Debug("resync done", "images", n, "took", time.Since(began))
+		}
+	}
+}
+
+// snapshot answers a resync's presence checks from one listing of the
+// content store, instead of one call per blob.
+type snapshot struct {
+	present map[digest.Digest]int64
+	backend
+}
+
+func (s snapshot) info(_ context.Context, d digest.Digest) (int64, error) {
+	size, ok := s.present[d]
+	if !ok {
+		return 0, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
+	}
+	return size, nil
+}
+
+// resync walks every image and replaces the wanted set with what it found,
+// except for names an event touched meanwhile. A failure to list aborts it
+// with nothing changed: an unreachable containerd is not an empty one. Then
+// every key is reconciled, which also retries failed Router calls.
+func (a *Advertiser) resync(ctx context.Context) (int, error) {
+	start := a.beginWalk()
+	defer a.endWalk(start)
+	present, err := a.src.contents(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list content: %w", err)
+	}
+	imgs, err := a.src.images(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list images: %w", err)
+	}
+	ingesting, err := a.src.ingesting(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list ingests: %w", err)
+	}
+	src := snapshot{present: present, backend: a.src}
+
+	type result struct {
+		st      imageState
+		visited map[digest.Digest]struct{}
+		err     error
+	}
+	results := make([]result, len(imgs))
+	sem := make(chan struct{}, resyncWorkers)
+	var wg sync.WaitGroup
+	for i, img := range imgs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			st, r, err := a.walkImage(ctx, src, img)
+			results[i] = result{st: st, visited: r.visited, err: err}
+		})
+	}
+	wg.Wait()
+
+	reached := map[digest.Digest]struct{}{}
+	listed := make(map[string]struct{}, len(imgs))
+	a.mu.Lock()
+	for i, img := range imgs {
+		listed[img.Name] = struct{}{}
+		r := results[i]
+		if r.err != nil {
+			// Keep what we had for it; the next resync tries again.
+			a.log.Debug("resync: image walk failed", "image", img.Name, "err", r.err)
+			continue
+		}
+		maps.Copy(reached, r.visited)
+		if a.fresh(img.Name, start) {
+			a.ix.setImage(img.Name, r.st)
+		}
+	}
+	for name := range a.ix.images {
+		if _, ok := listed[name]; !ok && a.fresh(name, start) {
+			a.ix.deleteImage(name)
+		}
+	}
+	a.ix.ageOrphans(start, func(d string) bool { _, ok := present[digest.Digest(d)]; return ok }, ingesting)
+	a.pruneStamps()
+	all := make([]string, 0, len(a.ix.refs)+len(a.ix.orphans)+len(a.advertised)+len(a.tried))
+	for k := range a.ix.refs {
+		all = append(all, k)
+	}
+	for k := range a.ix.orphans {
+		all = append(all, k)
+	}
+	for k := range a.advertised {
+		all = append(all, k)
+	}
+	for k := range a.tried {
+		all = append(all, k)
+	}
+	a.mu.Unlock()
+	a.wk.retain(reached)
+	a.push(ctx, all)
+	return len(imgs), nil
+}
