@@ -1,15 +1,17 @@
-// Command demo starts a local Shoal node on 127.0.0.2 with a real containerd
-// and a real registry, pulls an image through Shoal with crictl exactly as the
-// kubelet would, and shows where the bytes came from. Run as root: `make demo`.
+// Command demo starts a local Shoal cluster on one machine: an upstream
+// registry and three nodes on 127.0.0.2-4, each a real containerd with its own
+// Shoal. Node 1 pulls an image with crictl, exactly as the kubelet would; the
+// upstream is then stopped, and nodes 2 and 3 pull the same image from their
+// peers. It prints where every node's bytes came from, then cleans up.
+// Run as root: `make demo` (`-keep` leaves it running).
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/e2e/harness"
@@ -17,8 +19,14 @@ import (
 
 const registryHost = "registry.shoal.test" // resolves nowhere: only Shoal can serve it
 
+type node struct {
+	name  string
+	ctrd  *harness.Containerd
+	shoal *harness.Shoal
+}
+
 func main() {
-	keep := flag.Bool("keep", false, "leave everything running until Ctrl-C")
+	keep := flag.Bool("keep", false, "leave the cluster running until Ctrl-C")
 	flag.Parse()
 	if err := harness.CheckRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -36,51 +44,64 @@ func main() {
 	step("building shoal")
 	bin := harness.BuildShoal(tb, dir)
 
-	step("starting the upstream registry (distribution 2.8) on 127.0.0.1 and seeding demo/hello:v1")
+	step("starting the upstream registry (distribution 2.8) on 127.0.0.1, seeding demo/hello:v1")
 	reg := harness.StartRegistry(tb, dir+"/registry", "")
-	img := reg.SeedRandom(tb, "demo/hello", "v1", 3, 8<<20)
-	fmt.Printf("   %s  manifest %s, %d layers\n", reg.URL(), img.Digest.Encoded()[:12], len(img.Layers))
+	img := reg.SeedRandom(tb, "demo/hello", "v1", 4, 8<<20)
+	fmt.Printf("   %s  manifest %s, %d layers of 8 MiB\n", reg.URL(), img.Digest.Encoded()[:12], len(img.Layers))
 
-	step("starting node 1: containerd 2.4 on 127.0.0.2, `shoal configure`, `shoal run`")
-	node := harness.StartContainerd(tb, dir+"/node1", harness.ContainerdOptions{IP: harness.LoopbackIP(1)})
-	s := harness.StartShoal(tb, bin, dir+"/node1/shoal", node, harness.ShoalOptions{
-		Upstreams: map[string]string{registryHost: reg.URL()},
-	})
-	fmt.Print(indent(s.Configure(tb, node)))
-
-	ref := img.RefIn(registryHost)
-	step("crictl pull " + ref)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	start := time.Now()
-	if out, err := node.CRIPull(ctx, ref); err != nil {
-		tb.Fatalf("pull failed: %v\n%s", err, out)
+	var nodes []*node
+	for i := 1; i <= 3; i++ {
+		ip := harness.LoopbackIP(i)
+		step(fmt.Sprintf("starting node %d on %s: containerd 2.4, `shoal configure`, `shoal run`", i, ip))
+		ctrd := harness.StartContainerd(tb, fmt.Sprintf("%s/node%d", dir, i), harness.ContainerdOptions{IP: ip})
+		var args []string
+		if i > 1 {
+			args = []string{"--bootstrap-peer", nodes[0].ctrd.IP + ":5001"}
+		}
+		s := harness.StartShoal(tb, bin, fmt.Sprintf("%s/node%d/shoal", dir, i), ctrd, harness.ShoalOptions{
+			Upstreams: map[string]string{registryHost: reg.URL()}, Args: args})
+		s.Configure(tb, ctrd)
+		nodes = append(nodes, &node{name: fmt.Sprintf("node %d", i), ctrd: ctrd, shoal: s})
 	}
-	fmt.Printf("   pulled in %v\n", time.Since(start).Round(time.Millisecond))
-	report(s)
 
-	step("asking node 1's Shoal for a layer it now holds itself")
-	layer := img.Layers[0]
-	resp, err := http.Get(fmt.Sprintf("%s/v2/%s/blobs/%s?ns=%s", s.RegistryURL, img.Repo, layer.Digest, registryHost))
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ref := img.RefIn(registryHost)
+	pull(tb, ctx, nodes[0], ref)
+
+	step("stopping the upstream registry")
+	if err := reg.Stop(); err != nil {
 		tb.Fatalf("%v", err)
 	}
-	n, _ := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	fmt.Printf("   %s: %d bytes\n", resp.Status, n)
-	time.Sleep(100 * time.Millisecond) // the counter is updated as the handler returns
-	report(s)
+	time.Sleep(200 * time.Millisecond) // let node 1's advertisements settle
+	pull(tb, ctx, nodes[1], ref)
+	pull(tb, ctx, nodes[2], img.DigestRefIn(registryHost))
 
-	fmt.Printf("\nmetrics: %s/metrics   health: %s/readyz\n", s.DebugURL, s.DebugURL)
+	step("where the bytes came from")
+	fmt.Printf("   %-7s %10s %10s %10s %14s\n", "", "local", "peer", "upstream", "sent to peers")
+	for _, n := range nodes {
+		s := n.shoal
+		fmt.Printf("   %-7s %10s %10s %10s %14s   %s/debug/\n", n.name, mib(s.ServedBytes("local")), mib(s.ServedBytes("peer")),
+			mib(s.ServedBytes("upstream")), mib(s.Metric("shoal_peer_served_bytes_total", nil)), s.DebugURL)
+	}
+	out, _ := harness.Run(ctx, bin, "peers", "--debug-addr", strings.TrimPrefix(nodes[2].shoal.DebugURL, "http://"))
+	fmt.Printf("\n   shoal peers --debug-addr %s\n%s", strings.TrimPrefix(nodes[2].shoal.DebugURL, "http://"), indent(out))
 	if *keep {
-		fmt.Println("running; press Ctrl-C to stop and clean up")
+		fmt.Println("\nrunning; open the /debug/ pages above; press Ctrl-C to stop and clean up")
 		waitInterrupt()
 	}
 	step("cleaning up")
 }
 
-func report(s *harness.Shoal) {
-	fmt.Printf("   %s bytes served by source: local=%s peer=%s upstream=%s\n", s,
+func pull(tb *harness.Standalone, ctx context.Context, n *node, ref string) {
+	step(fmt.Sprintf("%s: crictl pull %s", n.name, ref))
+	start := time.Now()
+	if out, err := n.ctrd.CRIPull(ctx, ref); err != nil {
+		tb.Fatalf("%s: pull failed: %v\n%s", n.name, err, out)
+	}
+	time.Sleep(50 * time.Millisecond) // counters are updated as each response ends
+	s := n.shoal
+	fmt.Printf("   pulled in %v: local %s, peer %s, upstream %s\n", time.Since(start).Round(time.Millisecond),
 		mib(s.ServedBytes("local")), mib(s.ServedBytes("peer")), mib(s.ServedBytes("upstream")))
 }
 
@@ -88,4 +109,6 @@ func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
 
-func indent(s string) string { return "   " + s }
+func indent(s string) string {
+	return "   " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n   ") + "\n"
+}
