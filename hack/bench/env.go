@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -16,15 +17,22 @@ import (
 	"github.com/shoalproject/shoal/e2e/harness"
 )
 
-// env is what scenarios share: one registry, one node with Shoal.
+// env is what scenarios share: one upstream registry, and a cluster of nodes
+// (containerd plus Shoal) on 127.0.0.2.. that grows as scenarios need it.
 type env struct {
 	tb    *harness.Standalone
 	quick bool
 	dir   string
+	bin   string
 	bins  harness.Bins
 	reg   *harness.Registry
-	node  *harness.Containerd
-	shoal *harness.Shoal
+	nodes []*node
+	seq   int // for unique image names
+}
+
+type node struct {
+	ctrd  *harness.Containerd
+	shoal *harness.Shoal // nil for a node that pulls straight from the upstream
 }
 
 const registryHost = "registry.shoal.test"
@@ -36,21 +44,104 @@ func newEnv(tb *harness.Standalone, quick bool) *env {
 		tb.Fatalf("%v", err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(e.dir) })
-	bin := harness.BuildShoal(tb, e.dir)
+	e.bin = harness.BuildShoal(tb, e.dir)
 	e.reg = harness.StartRegistry(tb, filepath.Join(e.dir, "registry"), "")
-	e.node = harness.StartContainerd(tb, filepath.Join(e.dir, "node1"), harness.ContainerdOptions{IP: harness.LoopbackIP(1)})
-	// Info level: a benchmark should not pay for a log line per request.
-	e.shoal = harness.StartShoal(tb, bin, filepath.Join(e.dir, "node1", "shoal"), e.node, harness.ShoalOptions{
-		Upstreams: map[string]string{registryHost: e.reg.URL()},
-		Args:      []string{"--log-level", "info"},
-	})
-	e.shoal.Configure(tb, e.node)
 	return e
 }
 
-// ingestRandom puts a random blob of size bytes into the node's containerd
+// cluster makes sure at least n Shoal nodes run, all bootstrapped to node 1.
+func (e *env) cluster(n int) []*node {
+	for len(e.nodes) < n {
+		i := len(e.nodes) + 1
+		ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, fmt.Sprintf("node%d", i)),
+			harness.ContainerdOptions{IP: harness.LoopbackIP(i)})
+		// Info level: a benchmark should not pay for a log line per request.
+		args := []string{"--log-level", "info"}
+		if i > 1 {
+			args = append(args, "--bootstrap-peer", e.nodes[0].ctrd.IP+":5001")
+		}
+		s := harness.StartShoal(e.tb, e.bin, filepath.Join(e.dir, fmt.Sprintf("node%d", i), "shoal"), ctrd,
+			harness.ShoalOptions{Upstreams: map[string]string{registryHost: e.reg.URL()}, Args: args})
+		s.Configure(e.tb, ctrd)
+		e.nodes = append(e.nodes, &node{ctrd: ctrd, shoal: s})
+	}
+	// Give the DHT a moment to connect the newcomers to everyone.
+	waitPeers(e, n)
+	return e.nodes[:n]
+}
+
+// waitPeers waits until every node sees n-1 connected peers.
+func waitPeers(e *env, n int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, nd := range e.nodes[:n] {
+		for nd.shoal.Metric("shoal_connected_peers", nil) < float64(n-1) {
+			if time.Now().After(deadline) {
+				e.tb.Logf("warning: %s sees %v peers, want %d", nd.shoal, nd.shoal.Metric("shoal_connected_peers", nil), n-1)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// directNode is a containerd without Shoal that pulls straight from the
+// upstream: the baseline for pull times.
+func (e *env) directNode(num int) *node {
+	ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, fmt.Sprintf("direct%d", num)),
+		harness.ContainerdOptions{IP: harness.LoopbackIP(num)})
+	ctrd.WriteHosts(e.tb, registryHost, harness.HostsTOML(e.reg.URL(), e.reg.URL()))
+	return &node{ctrd: ctrd}
+}
+
+// seed pushes a fresh random image with a unique name.
+func (e *env) seed(layers int, layerSize int64) harness.Image {
+	e.seq++
+	return e.reg.SeedRandom(e.tb, fmt.Sprintf("bench/img%d", e.seq), "v1", layers, layerSize)
+}
+
+// forget removes an image and waits until containerd has garbage-collected
+// its layers and snapshots, so the next pull really fetches everything.
+func (e *env) forget(n *node, img harness.Image) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n.ctrd.RemoveImage(ctx, img.RefIn(registryHost))
+	n.ctrd.RemoveImage(ctx, img.DigestRefIn(registryHost))
+	var ds []string
+	var layers []digest.Digest
+	for _, b := range img.Blobs() {
+		ds = append(ds, b.Digest.String())
+	}
+	for _, l := range img.Layers {
+		layers = append(layers, l.Digest)
+	}
+	for {
+		missing, err := n.ctrd.HasContent(ctx, layers...)
+		snaps, _ := n.ctrd.Ctr(ctx, "snapshots", "ls")
+		if err == nil && len(missing) == len(img.Layers) && snapshotCount(snaps) == 0 {
+			return
+		}
+		n.ctrd.Ctr(ctx, append([]string{"content", "rm"}, ds...)...)
+		if ctx.Err() != nil {
+			e.tb.Fatalf("containerd on %s kept %s", n.ctrd.IP, img.Ref)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pullTime is a CRI pull's wall time.
+func (e *env) pullTime(n *node, ref string) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if out, err := n.ctrd.CRIPull(ctx, ref); err != nil {
+		e.tb.Fatalf("pull %s on %s: %v\n%s", ref, n.ctrd.IP, err, out)
+	}
+	return time.Since(start)
+}
+
+// ingestRandom puts a random blob of size bytes into a node's containerd
 // content store with `ctr content ingest`, as a pull would leave it.
-func (e *env) ingestRandom(size int64) (digest.Digest, string) {
+func (e *env) ingestRandom(n *node, size int64) (digest.Digest, string) {
 	path := filepath.Join(e.dir, "blob")
 	f, err := os.Create(path)
 	if err != nil {
@@ -64,7 +155,7 @@ func (e *env) ingestRandom(size int64) (digest.Digest, string) {
 	d := digest.NewDigest(digest.SHA256, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bins.Ctr, "--address", e.node.Socket, "-n", e.node.Namespace,
+	cmd := exec.CommandContext(ctx, e.bins.Ctr, "--address", n.ctrd.Socket, "-n", n.ctrd.Namespace,
 		"content", "ingest", "--expected-size", fmt.Sprint(size), "--expected-digest", d.String(), "bench-"+d.Encoded()[:12])
 	in, _ := os.Open(path)
 	defer in.Close()
@@ -73,5 +164,18 @@ func (e *env) ingestRandom(size int64) (digest.Digest, string) {
 		e.tb.Fatalf("ctr content ingest: %v\n%s", err, out)
 	}
 	os.Remove(path)
-	return d, filepath.Join(e.node.ContentDir, "blobs", "sha256", d.Encoded())
+	return d, filepath.Join(n.ctrd.ContentDir, "blobs", "sha256", d.Encoded())
+}
+
+// snapshotCount counts the rows of `ctr snapshots ls`, skipping its header
+// and the warnings containerd 2.x's ctr prints on hosts with cgroup v1.
+func snapshotCount(out string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "KEY") && !strings.Contains(l, "level=") {
+			n++
+		}
+	}
+	return n
 }

@@ -36,7 +36,10 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{"serve_local", serveLocal},
+	{"peer_pull", peerPull},
 	{"miss", miss},
+	{"miss_upstream", missUpstream},
+	{"advertise_delay", advertiseDelay},
 }
 
 func main() {

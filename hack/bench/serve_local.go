@@ -19,9 +19,10 @@ func serveLocal(e *env) Result {
 	if e.quick {
 		size, rounds = 128<<20, 5
 	}
-	d, path := e.ingestRandom(size)
-	nginxURL := startNginx(e, e.node.ContentDir) + "/blobs/sha256/" + d.Encoded()
-	shoalURL := fmt.Sprintf("%s/v2/bench/blobs/%s", e.shoal.RegistryURL, d)
+	nd := e.cluster(1)[0]
+	d, path := e.ingestRandom(nd, size)
+	nginxURL := startNginx(e, nd.ctrd.ContentDir) + "/blobs/sha256/" + d.Encoded()
+	shoalURL := fmt.Sprintf("%s/v2/bench/blobs/%s", nd.shoal.RegistryURL, d)
 	if _, err := os.Stat(path); err != nil {
 		e.tb.Fatalf("blob not in content dir: %v", err)
 	}

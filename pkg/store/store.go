@@ -67,9 +67,13 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: containerd client: %w", err)
 	}
 	s := &Store{cfg: cfg, client: c, log: cfg.Logger}
-	if _, err := os.Stat(s.blobDir(digest.Canonical)); err != nil {
+	// A fresh containerd creates blobs/sha256 with its first blob, so only a
+	// content directory that exists and cannot be read deserves a warning.
+	if d, err := os.Open(cfg.ContentDir); err != nil {
 		s.log.Warn("containerd content directory unreadable; serving through the content API (slower, no sendfile)",
 			"dir", cfg.ContentDir, "err", err)
+	} else {
+		d.Close()
 	}
 	return s, nil
 }

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// peerPull: a CRI pull of a multi-layer image from a peer through Shoal,
+// against the same pull by a containerd that goes straight to the upstream
+// registry on loopback. Both nodes forget the image between rounds.
+func peerPull(e *env) Result {
+	layers, layerSize, rounds := 4, int64(64<<20), 5
+	if e.quick {
+		layerSize, rounds = 16<<20, 3
+	}
+	nodes := e.cluster(2)
+	holder, puller := nodes[0], nodes[1]
+	direct := e.directNode(40)
+	img := e.seed(layers, layerSize)
+	e.pullTime(holder, img.RefIn(registryHost)) // node 1 has it; the others fetch from it
+	var peer, straight []float64
+	for i := range rounds {
+		e.forget(puller, img)
+		e.forget(direct, img)
+		if i%2 == 0 {
+			straight = append(straight, e.pullTime(direct, img.RefIn(registryHost)).Seconds())
+			peer = append(peer, e.pullTime(puller, img.RefIn(registryHost)).Seconds())
+		} else {
+			peer = append(peer, e.pullTime(puller, img.RefIn(registryHost)).Seconds())
+			straight = append(straight, e.pullTime(direct, img.RefIn(registryHost)).Seconds())
+		}
+	}
+	p, d := median(peer), median(straight)
+	peerBytes := puller.shoal.ServedBytes("peer")
+	return Result{
+		Unit: "s", Value: p, Baseline: d, Ratio: p / d, Goal: "peer / direct <= 1.1", Met: p/d <= 1.1,
+		Detail: map[string]float64{"image_mib": float64(int64(layers)*layerSize) / (1 << 20), "layers": float64(layers),
+			"rounds": float64(rounds), "peer_min_s": quantile(peer, 0), "peer_max_s": quantile(peer, 1),
+			"direct_min_s": quantile(straight, 0), "direct_max_s": quantile(straight, 1),
+			"puller_peer_mib": peerBytes / (1 << 20)},
+		Method: fmt.Sprintf("crictl pull of a %d MiB, %d-layer image (random, incompressible) by a node whose Shoal fetches it from a peer, "+
+			"against a containerd pulling straight from distribution 2.8 on loopback; image and snapshots removed and GC'd before each pull; "+
+			"%d interleaved rounds, median", int64(layers)*layerSize>>20, layers, rounds),
+	}
+}
+
+// advertiseDelay: from a pull completing on one node to another node serving
+// that layer from it (a digest-only request, so only peers can answer).
+func advertiseDelay(e *env) Result {
+	rounds := 20
+	if e.quick {
+		rounds = 6
+	}
+	nodes := e.cluster(2)
+	var delays []float64
+	for range rounds {
+		img := e.seed(1, 256<<10)
+		e.pullTime(nodes[0], img.RefIn(registryHost))
+		start := time.Now()
+		for blobCode(nodes[1], img.Layers[0].Digest.String()) != 200 {
+			if time.Since(start) > 30*time.Second {
+				e.tb.Fatalf("layer never found on the peer")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		delays = append(delays, ms(time.Since(start)))
+	}
+	p99 := quantile(delays, 0.99)
+	return Result{
+		Unit: "ms", Value: p99, Goal: "p99 < 50 ms", Met: p99 < 50,
+		Detail: map[string]float64{"p50_ms": quantile(delays, 0.5), "p99_ms": p99, "rounds": float64(rounds)},
+		Method: fmt.Sprintf("%d fresh single-layer images: crictl pull on node 1 returns, then node 2 is asked for the layer "+
+			"(digest only, no ns) every millisecond until it answers 200 from node 1; containerd 2.4", rounds),
+	}
+}
