@@ -1,0 +1,73 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestStatic(t *testing.T) {
+	ctx := context.Background()
+	got, err := Static([]string{"10.0.0.1:5001", "[fd00::1]:5001", "node-2:5001"})(ctx)
+	if err != nil || !slices.Equal(got, []string{"10.0.0.1:5001", "[fd00::1]:5001", "node-2:5001"}) {
+		t.Fatalf("Static = %v, %v", got, err)
+	}
+	for _, bad := range []string{"10.0.0.1", ":5001", "10.0.0.1:0", "10.0.0.1:http", "10.0.0.1:70000", "fd00::1:5001"} {
+		got, err := Static([]string{"10.0.0.1:5001", bad})(ctx)
+		if err == nil {
+			t.Errorf("Static accepted %q", bad)
+		}
+		if !slices.Equal(got, []string{"10.0.0.1:5001"}) {
+			t.Errorf("Static(%q) dropped the valid address: %v", bad, got)
+		}
+	}
+	// The caller cannot change what later calls return.
+	fn := Static([]string{"10.0.0.1:5001"})
+	a, _ := fn(ctx)
+	a[0] = "changed"
+	if b, _ := fn(ctx); b[0] != "10.0.0.1:5001" {
+		t.Fatal("Static shares its slice")
+	}
+}
+
+func TestDNS(t *testing.T) {
+	var asked []string
+	lookup := func(_ context.Context, host string) ([]string, error) {
+		asked = append(asked, host)
+		switch host {
+		case "shoal.shoal.svc.cluster.local":
+			return []string{"10.0.0.2", "fd00::2", "10.0.0.1", "10.0.0.2"}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	got, err := DNS("shoal.shoal.svc.cluster.local", "5001", lookup)(context.Background())
+	want := []string{"10.0.0.1:5001", "10.0.0.2:5001", "[fd00::2]:5001"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("DNS = %v, %v; want %v", got, err, want)
+	}
+	if _, err := DNS("missing", "5001", lookup)(context.Background()); err == nil {
+		t.Fatal("DNS hid a failed lookup")
+	}
+	if len(asked) != 2 {
+		t.Fatalf("asked %v", asked)
+	}
+}
+
+func TestCombine(t *testing.T) {
+	ctx := context.Background()
+	ok1 := Static([]string{"10.0.0.1:5001", "10.0.0.2:5001"})
+	ok2 := Static([]string{"10.0.0.2:5001", "10.0.0.3:5001"})
+	fail := func(context.Context) ([]string, error) { return nil, errors.New("down") }
+
+	got, err := Combine(ok1, fail, ok2, nil)(ctx)
+	if err != nil || !slices.Equal(got, []string{"10.0.0.1:5001", "10.0.0.2:5001", "10.0.0.3:5001"}) {
+		t.Fatalf("Combine = %v, %v", got, err)
+	}
+	if _, err := Combine(fail, fail)(ctx); err == nil {
+		t.Fatal("Combine of failures succeeded")
+	}
+	if got, err := Combine()(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Combine() = %v, %v", got, err)
+	}
+}

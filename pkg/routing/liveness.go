@@ -1,0 +1,170 @@
+package routing
+
+import (
+	"context"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// goneGrace is how long a peer may stay disconnected before we check whether
+// it is still there. kad-dht keeps a peer in its routing table after it
+// disconnects until a refresh pings it (minutes): meanwhile every query would
+// try to dial it, which on a real network costs a dial timeout per look-up.
+const goneGrace = time.Second
+
+// watchPeers follows connection events: connected-peer count, mirror address
+// prefetch, and the forgetting of dead peers.
+func (r *Router) watchPeers(sub event.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			switch ev := e.(type) {
+			case event.EvtPeerConnectednessChanged:
+				if ev.Connectedness == network.Connected {
+					r.log.Debug("peer connected", "peer", ev.Peer)
+					r.setAlive(ev.Peer)
+				} else {
+					r.log.Debug("peer disconnected", "peer", ev.Peer)
+					r.mirrors.forget(ev.Peer)
+					p := ev.Peer
+					r.spawn(func() { r.checkGone(p) })
+				}
+				r.reportPeers()
+			case event.EvtPeerIdentificationCompleted:
+				// Learn its mirror address now, so a look-up that finds it
+				// does not wait for the round trip.
+				if slices.Contains(ev.Protocols, mirrorProtocol) {
+					p := ev.Peer
+					r.spawn(func() { r.mirrorURL(r.ctx, p) })
+				}
+			}
+		}
+	}
+}
+
+// checkGone forgets a peer that stayed disconnected and no longer answers at
+// its address: out of the routing table, out of queries and look-up results.
+// The probe is a bare handshake (learnid.go), not a libp2p connection, so a
+// peer that is alive but was disconnected on purpose (connection manager
+// trimming) is left alone and not reconnected against its will; and a
+// different node that took over the address does not pass for it.
+func (r *Router) checkGone(p peer.ID) {
+	t := time.NewTimer(goneGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.ctx.Done():
+		return
+	}
+	if r.host.Network().Connectedness(p) == network.Connected || r.answersAt(p) {
+		return
+	}
+	r.setDead(p)
+	r.dht.RoutingTable().RemovePeer(p)
+	r.log.Debug("peer gone", "peer", p)
+	if r.dht.RoutingTable().Size() == 0 && len(r.host.Network().Peers()) == 0 {
+		r.kick(r.bootKick)
+	}
+}
+
+func (r *Router) answersAt(p peer.ID) bool {
+	for _, a := range r.host.Peerstore().Addrs(p) {
+		na, err := manet.ToNetAddr(a)
+		if err != nil {
+			continue
+		}
+		if _, ok := na.(*net.TCPAddr); !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.DialTimeout)
+		id, err := learnPeerID(ctx, r.prober, r.psk, na.String())
+		cancel()
+		if err == nil && id == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Router) setDead(p peer.ID) {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	r.dead[p] = time.Now().Add(r.cfg.ProviderTTL)
+}
+
+func (r *Router) setAlive(p peer.ID) {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	delete(r.dead, p)
+}
+
+func (r *Router) isDead(p peer.ID) bool {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	until, ok := r.dead[p]
+	if ok && time.Now().After(until) {
+		delete(r.dead, p)
+		return false
+	}
+	return ok
+}
+
+// Demote excludes a peer from Lookup results for d: it sent bad bytes or did
+// not answer.
+func (r *Router) Demote(id peer.ID, d time.Duration) {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	until := time.Now().Add(d)
+	if until.After(r.demoted[id]) {
+		r.demoted[id] = until
+	}
+}
+
+// excluded reports whether look-ups must skip p: demoted, or known dead.
+func (r *Router) excluded(p peer.ID) bool {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	now := time.Now()
+	if until, ok := r.demoted[p]; ok {
+		if now.Before(until) {
+			return true
+		}
+		delete(r.demoted, p)
+	}
+	if until, ok := r.dead[p]; ok {
+		if now.Before(until) {
+			return true
+		}
+		delete(r.dead, p)
+	}
+	return false
+}
+
+// reportPeers calls OnPeers when the connected-peer count changed.
+func (r *Router) reportPeers() {
+	n := len(r.host.Network().Peers())
+	r.peersMu.Lock()
+	last := r.lastPeers
+	r.lastPeers = n
+	r.peersMu.Unlock()
+	if n != last && r.cfg.OnPeers != nil {
+		r.cfg.OnPeers(n)
+	}
+	if (last == 0) != (n == 0) {
+		// The bootstrap loop may be waiting out a long interval: let it
+		// notice that we joined, or re-bootstrap now that we are alone.
+		r.kick(r.bootKick)
+	}
+}
