@@ -6,15 +6,25 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Packages with goroutines and shared state run under the race detector.
-RACE_PKGS := ./pkg/inflight/ ./pkg/registry/ ./pkg/upstream/ ./pkg/mirror/ ./pkg/store/
+RACE_PKGS := ./pkg/inflight/ ./pkg/registry/ ./pkg/upstream/ ./pkg/mirror/ ./pkg/store/ ./pkg/advertiser/ ./pkg/routing/... ./pkg/debug/
 
-.PHONY: build test unit e2e fuzz demo bench lint deps clean
+.PHONY: build test unit e2e fuzz demo bench lint deps clean image
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shoal ./cmd/shoal
 
 deps:
 	hack/install-deps.sh
+
+# The container image (Dockerfile). Builds only where a Docker engine answers.
+IMAGE ?= ghcr.io/shoalproject/shoal:$(VERSION)
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	else \
+		echo "make image: no Docker engine answers 'docker info' on this machine, so no image was built."; \
+		echo "On a machine with Docker: docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) ."; \
+	fi
 
 ## test: everything CI runs: vet, unit tests (race where it matters), short fuzzing, e2e.
 test: deps lint unit fuzz e2e

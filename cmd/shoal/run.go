@@ -8,9 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/shoalproject/shoal/pkg/daemon"
+	"github.com/shoalproject/shoal/pkg/preflight"
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
 
@@ -32,12 +36,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		socket       = fs.String("containerd-socket", "/run/containerd/containerd.sock", "containerd API socket")
 		namespace    = fs.String("containerd-namespace", "k8s.io", "containerd namespace whose images are shared")
 		contentDir   = fs.String("containerd-content-dir", "/var/lib/containerd/io.containerd.content.v1.content", "containerd content directory, read directly (falls back to the content API)")
+		ctrdConfig   = fs.String("containerd-config", "/etc/containerd/config.toml", "containerd's config file, read at start-up to warn about settings that make containerd bypass Shoal")
 		dataDir      = fs.String("data-dir", "/var/lib/shoal", "persisted identity and working files")
 		bootDNS      = fs.String("bootstrap-dns", "", "resolve NAME (a headless Service) and bootstrap to every address on the p2p port")
 		bootK8s      = fs.Bool("bootstrap-kubernetes", false, "find the other Shoal pods through the Kubernetes API")
 		k8sService   = fs.String("kubernetes-service", "shoal", "with --bootstrap-kubernetes: the Service whose EndpointSlices list the Shoal pods (namespace from POD_NAMESPACE)")
 		secretFile   = fs.String("p2p-secret-file", "", "file with the cluster's 32-byte pre-shared key (64 hex characters): only nodes that hold it can join the DHT")
 		strict       = fs.Bool("upstream-strict", false, "refuse every ns that no --upstream lists")
+		resync       = fs.Duration("resync-interval", time.Minute, "how often the advertiser re-walks containerd's images (garbage collection sends no events; containerd 1.6 sends no content events)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error (debug logs one line per request)")
 		logFormat    = fs.String("log-format", "json", "json or text")
 		bootPeers    listFlag
@@ -68,7 +74,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		ups[ns] = url
 	}
+	// Warn, once containerd answers, about settings that make it bypass Shoal.
+	go preflight.Run(ctx, preflight.Config{ConfigFile: *ctrdConfig, Socket: *socket}, log.With("component", "preflight"))
 	return daemon.Run(ctx, daemon.Config{
+		NodeIP:              ip,
 		RegistryAddr:        orDefault(*registryAddr, ip, defaultRegistryPort),
 		P2PAddr:             orDefault(*p2pAddr, ip, defaultP2PPort),
 		DebugAddr:           orDefault(*debugAddr, ip, defaultDebugPort),
@@ -80,9 +89,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		BootstrapDNS:        *bootDNS,
 		BootstrapKubernetes: *bootK8s,
 		KubernetesService:   *k8sService,
+		KubernetesNamespace: podNamespace(),
 		P2PSecretFile:       *secretFile,
 		Upstreams:           ups,
 		UpstreamStrict:      *strict,
+		ResyncInterval:      *resync,
 		Logger:              log,
 	})
 }
@@ -121,4 +132,16 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// podNamespace is the namespace this pod runs in: POD_NAMESPACE (downward
+// API), else the service account's namespace file.
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "default"
 }

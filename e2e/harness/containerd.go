@@ -358,6 +358,11 @@ func (c *Containerd) HasContent(ctx context.Context, want ...digest.Digest) (mis
 // LogTail returns the last n lines of containerd's log.
 func (c *Containerd) LogTail(n int) string { return c.Proc.Tail(n) }
 
+// Run runs bin and returns its combined output; the error includes it.
+func Run(ctx context.Context, bin string, args ...string) (string, error) {
+	return run(ctx, bin, args...)
+}
+
 // run runs bin and returns its combined output; the error includes it.
 func run(ctx context.Context, bin string, args ...string) (string, error) {
 	stdout, stderr, err := runSplit(ctx, bin, args...)

@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/shoalproject/shoal/pkg/debug"
 	"github.com/shoalproject/shoal/pkg/inflight"
 	"github.com/shoalproject/shoal/pkg/metrics"
@@ -24,6 +27,7 @@ import (
 
 // Config is everything `shoal run` takes (see SPEC.md for each flag).
 type Config struct {
+	NodeIP       string
 	RegistryAddr string
 	P2PAddr      string
 	DebugAddr    string
@@ -33,15 +37,16 @@ type Config struct {
 	ContentDir          string
 	DataDir             string
 
-	// Peer-to-peer settings: accepted now, used once routing lands.
 	BootstrapPeers      []string
 	BootstrapDNS        string
 	BootstrapKubernetes bool
 	KubernetesService   string // the Service whose EndpointSlices list the Shoal pods
+	KubernetesNamespace string // the namespace Shoal runs in
 	P2PSecretFile       string // cluster pre-shared key for the DHT (optional)
 
 	Upstreams      map[string]string
 	UpstreamStrict bool
+	ResyncInterval time.Duration // advertiser's full re-walk of containerd
 
 	// ShutdownTimeout bounds how long in-flight responses may take to finish
 	// after SIGTERM. Default 30s.
@@ -81,31 +86,56 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer transfers.Close()
 	met := metrics.New()
-	chain := mirror.New(mirror.Config{Local: st, Upstream: up, Transfers: transfers, Logger: log.With("component", "mirror")})
 
 	regLn, err := net.Listen("tcp", cfg.RegistryAddr)
 	if err != nil {
 		return fmt.Errorf("registry listener: %w", err)
 	}
+	defer regLn.Close()
 	dbgLn, err := net.Listen("tcp", cfg.DebugAddr)
 	if err != nil {
-		regLn.Close()
 		return fmt.Errorf("debug listener: %w", err)
 	}
-	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Metrics: met, Logger: log.With("component", "registry")}), log)
+	defer dbgLn.Close()
+
+	// The peer-to-peer side stops after the mirror has drained (defers run
+	// in reverse), so in-flight peer fetches can finish.
+	p2pCtx, stopP2P := context.WithCancel(context.Background())
+	net2, err := startP2P(p2pCtx, cfg, mirrorAddr(regLn.Addr(), cfg.NodeIP), st, met, log)
+	if err != nil {
+		stopP2P()
+		return err
+	}
+	defer func() { stopP2P(); net2.router.Close() }()
+
+	chain := mirror.New(mirror.Config{Local: st, Peers: peers{net2.router}, Upstream: up, Transfers: transfers,
+		Metrics: met, Logger: log.With("component", "mirror")})
+	history := debug.NewHistory(100)
+	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Metrics: met, OnRequest: history.Add,
+		Logger: log.With("component", "registry")}), log)
 	dbgSrv := newServer(debug.New(debug.Config{
 		Metrics: met.Handler(),
-		Ready:   []debug.Check{st.Ready},
+		Ready: []debug.Check{st.Ready, func(context.Context) error {
+			if !net2.router.Ready() {
+				return errors.New("p2p host not listening")
+			}
+			return nil
+		}},
+		Peers:   net2.debugPeers,
+		Images:  net2.images,
+		History: history,
+		Served: func() map[string]float64 {
+			return map[string]float64{"local": counter(met.ServedBytes.WithLabelValues("local")),
+				"peer": counter(met.ServedBytes.WithLabelValues("peer")), "upstream": counter(met.ServedBytes.WithLabelValues("upstream"))}
+		},
 	}), log)
 
 	errc := make(chan error, 2)
 	go func() { errc <- serve(regSrv, regLn) }()
 	go func() { errc <- serve(dbgSrv, dbgLn) }()
 	log.Info("shoal serving", "registry", regLn.Addr().String(), "debug", dbgLn.Addr().String(),
+		"p2p", cfg.P2PAddr, "peer_id", net2.router.Self().ID,
 		"containerd", cfg.ContainerdSocket, "namespace", cfg.ContainerdNamespace)
-	if len(cfg.BootstrapPeers) > 0 || cfg.BootstrapDNS != "" || cfg.BootstrapKubernetes {
-		log.Warn("peer-to-peer is not available in this build yet; bootstrap settings are ignored", "p2p_addr", cfg.P2PAddr)
-	}
 
 	select {
 	case <-ctx.Done():
@@ -138,4 +168,23 @@ func serve(s *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// mirrorAddr is the mirror address peers are told: the listener's own, or
+// the node IP when it listens on every address.
+func mirrorAddr(ln net.Addr, nodeIP string) string {
+	host, port, _ := net.SplitHostPort(ln.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = nodeIP
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// counter reads a counter's current value for the debug page.
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }

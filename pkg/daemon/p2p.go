@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoalproject/shoal/pkg/advertiser"
+	"github.com/shoalproject/shoal/pkg/debug"
+	"github.com/shoalproject/shoal/pkg/metrics"
+	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/routing"
+	"github.com/shoalproject/shoal/pkg/routing/bootstrap"
+	"github.com/shoalproject/shoal/pkg/store"
+)
+
+// p2p is the node's peer-to-peer side: the DHT router, the advertiser that
+// feeds it from containerd, and where the bootstrap addresses come from.
+type p2p struct {
+	router *routing.Router
+	adv    *advertiser.Advertiser
+}
+
+// startP2P joins the DHT and starts advertising; both run until ctx ends.
+func startP2P(ctx context.Context, cfg Config, mirrorAddr string, st *store.Store, met *metrics.Metrics, log *slog.Logger) (*p2p, error) {
+	secret, err := readSecret(cfg.P2PSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	boot, err := bootstrapFunc(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	router, err := routing.New(ctx, routing.Config{
+		ListenAddr: cfg.P2PAddr,
+		DataDir:    cfg.DataDir,
+		Secret:     secret,
+		MirrorAddr: mirrorAddr,
+		Bootstrap:  boot,
+		OnLookup:   func(d time.Duration, _ bool) { met.LookupDuration.Observe(d.Seconds()) },
+		OnPeers:    func(n int) { met.ConnectedPeers.Set(float64(n)) },
+		Logger:     log.With("component", "routing"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	adv := advertiser.New(advertiser.Config{
+		Client:         st.Client(),
+		Namespace:      cfg.ContainerdNamespace,
+		Router:         router,
+		ResyncInterval: cfg.ResyncInterval,
+		OnChange:       func(n int) { met.AdvertisedKeys.Set(float64(n)) },
+		Logger:         log.With("component", "advertiser"),
+	})
+	go func() {
+		if err := adv.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("advertiser stopped", "err", err)
+		}
+	}()
+	return &p2p{router: router, adv: adv}, nil
+}
+
+// readSecret reads the cluster's pre-shared key: 64 hex characters.
+func readSecret(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--p2p-secret-file: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("--p2p-secret-file %s: want 64 hex characters (a 32-byte key)", path)
+	}
+	return key, nil
+}
+
+// bootstrapFunc combines every configured way of finding other nodes.
+func bootstrapFunc(ctx context.Context, cfg Config, log *slog.Logger) (bootstrap.Func, error) {
+	_, p2pPort, err := net.SplitHostPort(cfg.P2PAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--p2p-addr: %w", err)
+	}
+	var fns []bootstrap.Func
+	if len(cfg.BootstrapPeers) > 0 {
+		fns = append(fns, bootstrap.Static(cfg.BootstrapPeers))
+	}
+	if cfg.BootstrapDNS != "" {
+		fns = append(fns, bootstrap.DNS(cfg.BootstrapDNS, p2pPort, nil))
+	}
+	if cfg.BootstrapKubernetes {
+		client, err := bootstrap.InClusterClient()
+		if err != nil {
+			return nil, fmt.Errorf("--bootstrap-kubernetes: %w", err)
+		}
+		k := bootstrap.NewKubernetes(client, cfg.KubernetesNamespace, cfg.KubernetesService, p2pPort, log.With("component", "bootstrap"))
+		go func() {
+			if err := k.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("kubernetes bootstrap stopped", "err", err)
+			}
+		}()
+		fns = append(fns, k.Func())
+	}
+	if len(fns) == 0 {
+		return nil, nil
+	}
+	return bootstrap.Combine(fns...), nil
+}
+
+// peers adapts the router to the chain's Peers interface.
+type peers struct{ r *routing.Router }
+
+func (p peers) Find(ctx context.Context, key string) <-chan mirror.Provider {
+	in := p.r.Lookup(ctx, key)
+	out := make(chan mirror.Provider)
+	go func() {
+		defer close(out)
+		for prov := range in {
+			select {
+			case out <- mirror.Provider{ID: prov.ID.String(), URL: prov.MirrorURL}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func (p peers) Demote(id string, d time.Duration) {
+	if pid, err := peer.Decode(id); err == nil {
+		p.r.Demote(pid, d)
+	}
+}
+
+// debugPeers is the /debug/peers document.
+func (p *p2p) debugPeers() debug.Peers {
+	conv := func(i routing.PeerInfo) debug.Peer {
+		return debug.Peer{ID: i.ID, Addrs: i.Addrs, Mirror: i.MirrorURL, Connected: i.Connected}
+	}
+	out := debug.Peers{Self: conv(p.router.Self())}
+	for _, i := range p.router.Peers() {
+		out.Peers = append(out.Peers, conv(i))
+	}
+	return out
+}
+
+func (p *p2p) images() []debug.Image {
+	var out []debug.Image
+	for _, i := range p.adv.Images() {
+		out = append(out, debug.Image{Name: i.Name, Digest: i.Digest, Size: i.Size, Keys: i.Keys})
+	}
+	return out
+}
