@@ -97,11 +97,11 @@ func bootstrapFunc(ctx context.Context, cfg Config, log *slog.Logger) (bootstrap
 		fns = append(fns, bootstrap.DNS(cfg.BootstrapDNS, p2pPort, nil))
 	}
 	if cfg.BootstrapKubernetes {
-		client, err := bootstrap.InClusterClient()
+		slices, err := bootstrap.InClusterClient(cfg.KubernetesNamespace)
 		if err != nil {
 			return nil, fmt.Errorf("--bootstrap-kubernetes: %w", err)
 		}
-		k := bootstrap.NewKubernetes(client, cfg.KubernetesNamespace, cfg.KubernetesService, p2pPort, log.With("component", "bootstrap"))
+		k := bootstrap.NewKubernetes(slices, cfg.KubernetesNamespace, cfg.KubernetesService, p2pPort, log.With("component", "bootstrap"))
 		go func() {
 			if err := k.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("kubernetes bootstrap stopped", "err", err)

@@ -2,7 +2,6 @@ package bootstrap
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -11,12 +10,21 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	listers "k8s.io/client-go/listers/discovery/v1"
-	"k8s.io/client-go/rest"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
+
+// EndpointSlices is the part of the Kubernetes API this needs: one
+// namespace's EndpointSlices. client-go's typed client
+// (clientset.DiscoveryV1().EndpointSlices(ns)) satisfies it, and so does the
+// small client InClusterClient returns, which links only this one API group
+// instead of all of them (the full clientset costs a node ~45 MB of binary and
+// ~23 MB of resident memory).
+type EndpointSlices interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
 
 // Kubernetes watches the EndpointSlices of the Service that selects the Shoal
 // pods, so that a node that joins is found without restarting anyone. It
@@ -30,36 +38,36 @@ import (
 type Kubernetes struct {
 	namespace, service, port string
 	log                      *slog.Logger
-	factory                  informers.SharedInformerFactory
 	informer                 cache.SharedIndexInformer
-	lister                   listers.EndpointSliceLister
-	selector                 labels.Selector
 	synced                   atomic.Bool
 }
 
-// NewKubernetes prepares the informer; Run starts it.
-func NewKubernetes(client kubernetes.Interface, namespace, serviceName, port string, log *slog.Logger) *Kubernetes {
+// NewKubernetes prepares the informer on slices (one namespace's
+// EndpointSlices); Run starts it.
+func NewKubernetes(slices EndpointSlices, namespace, serviceName, port string, log *slog.Logger) *Kubernetes {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	selector := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: serviceName})
+	selector := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: serviceName}).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return slices.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return slices.Watch(ctx, o)
+		},
+	}
 	// No periodic resync: the watch delivers every change, and Func reads the
 	// cache, never the handlers.
-	f := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector.String() }),
-	)
-	eps := f.Discovery().V1().EndpointSlices()
-	return &Kubernetes{
-		namespace: namespace, service: serviceName, port: port, log: log,
-		factory: f, informer: eps.Informer(), lister: eps.Lister(), selector: selector,
-	}
+	inf := cache.NewSharedIndexInformer(plainListWatch{lw}, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	return &Kubernetes{namespace: namespace, service: serviceName, port: port, log: log, informer: inf}
 }
 
 // Run runs the informer until ctx is done.
 func (k *Kubernetes) Run(ctx context.Context) error {
-	k.factory.Start(ctx.Done())
-	defer k.factory.Shutdown()
+	go k.informer.RunWithContext(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), k.informer.HasSynced) {
 		return ctx.Err()
 	}
@@ -79,9 +87,11 @@ func (k *Kubernetes) Func() Func {
 		if !k.synced.Load() && !k.informer.HasSynced() {
 			return nil, nil
 		}
-		list, err := k.lister.EndpointSlices(k.namespace).List(k.selector)
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes bootstrap: %w", err)
+		var list []*discoveryv1.EndpointSlice
+		for _, obj := range k.informer.GetStore().List() {
+			if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
+				list = append(list, s)
+			}
 		}
 		return endpointAddrs(list, k.port), nil
 	}
@@ -110,11 +120,9 @@ func endpointAddrs(list []*discoveryv1.EndpointSlice, port string) []string {
 	return slices.Compact(out)
 }
 
-// InClusterClient is a client from the pod's service account.
-func InClusterClient() (kubernetes.Interface, error) {
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes bootstrap: %w", err)
-	}
-	return kubernetes.NewForConfig(cfg)
-}
+// plainListWatch keeps the informer on plain list and watch rather than
+// streaming lists (WatchList): one Service's slices are small, every API
+// server version supports it, and so do client-go's fakes.
+type plainListWatch struct{ *cache.ListWatch }
+
+func (plainListWatch) IsWatchListSemanticsUnSupported() bool { return true }

@@ -42,7 +42,7 @@ func TestKubernetesFollowsEndpointSlices(t *testing.T) {
 		slice("shoal-fqdn", "shoal", discoveryv1.AddressTypeFQDN, ep(true, false, "node.example")),
 		slice("other", "not-shoal", discoveryv1.AddressTypeIPv4, ep(true, false, "10.9.9.9")),
 	)
-	k := NewKubernetes(client, "shoal", "shoal", "5001", nil)
+	k := NewKubernetes(client.DiscoveryV1().EndpointSlices("shoal"), "shoal", "shoal", "5001", nil)
 	fn := k.Func()
 	if got, err := fn(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("before Run: %v, %v", got, err)
