@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalproject/shoal/e2e/harness"
+	"github.com/shoalproject/shoal/hack/throttle"
 )
 
 // env is what scenarios share: one upstream registry, and a cluster of nodes
@@ -26,6 +27,7 @@ type env struct {
 	bin   string
 	bins  harness.Bins
 	reg   *harness.Registry
+	slow  *throttle.Proxy // the registry behind a 50 MB/s link, as ns slowHost
 	nodes []*node
 	seq   int // for unique image names
 }
@@ -35,7 +37,11 @@ type node struct {
 	shoal *harness.Shoal // nil for a node that pulls straight from the upstream
 }
 
-const registryHost = "registry.shoal.test"
+const (
+	registryHost = "registry.shoal.test" // the upstream on loopback, full speed
+	slowHost     = "slow.shoal.test"     // the same upstream behind the throttle
+	slowRate     = 50_000_000            // bytes/s: a realistic internet upstream
+)
 
 func newEnv(tb *harness.Standalone, quick bool) *env {
 	e := &env{tb: tb, quick: quick, bins: harness.RequireBinaries(tb)}
@@ -46,8 +52,14 @@ func newEnv(tb *harness.Standalone, quick bool) *env {
 	tb.Cleanup(func() { os.RemoveAll(e.dir) })
 	e.bin = harness.BuildShoal(tb, e.dir)
 	e.reg = harness.StartRegistry(tb, filepath.Join(e.dir, "registry"), "")
+	if e.slow, err = throttle.Start("127.0.0.1:0", e.reg.Addr, slowRate); err != nil {
+		tb.Fatalf("throttle: %v", err)
+	}
+	tb.Cleanup(func() { e.slow.Close() })
 	return e
 }
+
+func (e *env) slowURL() string { return "http://" + e.slow.Addr() }
 
 // cluster makes sure at least n Shoal nodes run, all bootstrapped to node 1.
 func (e *env) cluster(n int) []*node {
@@ -61,7 +73,7 @@ func (e *env) cluster(n int) []*node {
 			args = append(args, "--bootstrap-peer", e.nodes[0].ctrd.IP+":5001")
 		}
 		s := harness.StartShoal(e.tb, e.bin, filepath.Join(e.dir, fmt.Sprintf("node%d", i), "shoal"), ctrd,
-			harness.ShoalOptions{Upstreams: map[string]string{registryHost: e.reg.URL()}, Args: args})
+			harness.ShoalOptions{Upstreams: map[string]string{registryHost: e.reg.URL(), slowHost: e.slowURL()}, Args: args})
 		s.Configure(e.tb, ctrd)
 		e.nodes = append(e.nodes, &node{ctrd: ctrd, shoal: s})
 	}
@@ -90,6 +102,7 @@ func (e *env) directNode(num int) *node {
 	ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, fmt.Sprintf("direct%d", num)),
 		harness.ContainerdOptions{IP: harness.LoopbackIP(num)})
 	ctrd.WriteHosts(e.tb, registryHost, harness.HostsTOML(e.reg.URL(), e.reg.URL()))
+	ctrd.WriteHosts(e.tb, slowHost, harness.HostsTOML(e.slowURL(), e.slowURL()))
 	return &node{ctrd: ctrd}
 }
 
@@ -99,13 +112,13 @@ func (e *env) seed(layers int, layerSize int64) harness.Image {
 	return e.reg.SeedRandom(e.tb, fmt.Sprintf("bench/img%d", e.seq), "v1", layers, layerSize)
 }
 
-// forget removes an image and waits until containerd has garbage-collected
-// its layers and snapshots, so the next pull really fetches everything.
+// forget gives a pulling node a clean slate: it removes every image and waits
+// until containerd has garbage-collected img's layers and all snapshots, so
+// the next pull really fetches and unpacks everything.
 func (e *env) forget(n *node, img harness.Image) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n.ctrd.RemoveImage(ctx, img.RefIn(registryHost))
-	n.ctrd.RemoveImage(ctx, img.DigestRefIn(registryHost))
+	n.ctrd.Crictl(ctx, "rmi", "--all")
 	var ds []string
 	var layers []digest.Digest
 	for _, b := range img.Blobs() {
@@ -122,7 +135,8 @@ func (e *env) forget(n *node, img harness.Image) {
 		}
 		n.ctrd.Ctr(ctx, append([]string{"content", "rm"}, ds...)...)
 		if ctx.Err() != nil {
-			e.tb.Fatalf("containerd on %s kept %s", n.ctrd.IP, img.Ref)
+			e.tb.Fatalf("containerd on %s kept %s: missing %d of %d layers, %d snapshots", n.ctrd.IP, img.Ref,
+				len(missing), len(img.Layers), snapshotCount(snaps))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

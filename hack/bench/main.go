@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/shoalproject/shoal/e2e/harness"
 )
@@ -27,6 +28,7 @@ type Result struct {
 	Met      bool               `json:"met"`
 	Detail   map[string]float64 `json:"detail,omitempty"`
 	Method   string             `json:"method"`
+	Limits   string             `json:"limits,omitempty"` // what limits the figure, shown when the goal is not met
 }
 
 type scenario struct {
@@ -35,17 +37,24 @@ type scenario struct {
 }
 
 var scenarios = []scenario{
+	// In the order the cluster grows: 1 node, 2, 4, then 8.
 	{"serve_local", serveLocal},
 	{"peer_pull", peerPull},
-	{"miss", miss},
-	{"miss_upstream", missUpstream},
+	{"peer_pull_throttled", peerPullThrottled},
 	{"advertise_delay", advertiseDelay},
+	{"footprint", footprint},
+	{"miss_4_nodes", func(e *env) Result { return missOn(e, 4) }},
+	{"rollout", rollout},
+	{"cold_herd", coldHerd},
+	{"miss", func(e *env) Result { return missOn(e, 8) }},
+	{"miss_upstream", missUpstream},
 }
 
 func main() {
 	quick := flag.Bool("quick", false, "smaller sizes and fewer rounds (CI)")
 	only := flag.String("only", "", "comma-separated scenario names")
-	out := flag.String("out", "bench/results.json", "results file")
+	hold := flag.Duration("hold", 0, "keep the cluster running this long after the scenarios, to inspect it")
+	out := flag.String("out", "", "results directory (default: bench/ and BENCHMARKS.md; bench/quick/ with -quick)")
 	flag.Parse()
 	if err := harness.CheckRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -67,11 +76,31 @@ func main() {
 	}
 	fmt.Println()
 	printResults(results)
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err == nil {
-		b, _ := json.MarshalIndent(results, "", "  ")
-		os.WriteFile(*out, append(b, '\n'), 0o644)
-		fmt.Printf("wrote %s\n", *out)
+	if *hold > 0 {
+		fmt.Printf("holding the cluster for %v (nodes on 127.0.0.2..)\n", *hold)
+		time.Sleep(*hold)
 	}
+	jsonPath, mdPath := "bench/results.json", "BENCHMARKS.md"
+	if *quick {
+		jsonPath, mdPath = "bench/quick/results.json", "bench/quick/BENCHMARKS.md"
+	}
+	if *out != "" {
+		jsonPath, mdPath = filepath.Join(*out, "results.json"), filepath.Join(*out, "BENCHMARKS.md")
+	}
+	if *only != "" && *out == "" {
+		fmt.Println("(a partial run: results not written; give -out DIR to keep them)")
+		return
+	}
+	os.MkdirAll(filepath.Dir(jsonPath), 0o755)
+	os.MkdirAll(filepath.Dir(mdPath), 0o755)
+	b, _ := json.MarshalIndent(results, "", "  ")
+	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if err := writeMarkdown(mdPath, e, results, *quick); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	fmt.Printf("wrote %s and %s\n", jsonPath, mdPath)
 }
 
 func printResults(rs []Result) {

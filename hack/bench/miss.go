@@ -25,12 +25,12 @@ func (e *env) timeMiss(client *http.Client, url string) float64 {
 	return ms(time.Since(start))
 }
 
-// miss: what a DHT miss costs a request on a 4-node cluster. A digest-only
-// request for an absent blob is answered after the local check and a DHT
-// look-up that finds no provider; that whole answer time bounds the extra
-// time a miss adds before Shoal goes upstream.
-func miss(e *env) Result {
-	nodes := e.cluster(4)
+// missOn: what a DHT miss costs a request on a cluster of size nodes. A
+// digest-only request for an absent blob is answered after the local check and
+// a DHT look-up that finds no provider; that whole answer time bounds the
+// extra time a miss adds before Shoal goes upstream.
+func missOn(e *env, size int) Result {
+	nodes := e.cluster(size)
 	n := 2000
 	if e.quick {
 		n = 300
@@ -38,15 +38,15 @@ func miss(e *env) Result {
 	client := &http.Client{}
 	var dht []float64
 	for i := range n {
-		url := fmt.Sprintf("%s/v2/bench/miss/blobs/%s", nodes[i%4].shoal.RegistryURL, randomDigest())
+		url := fmt.Sprintf("%s/v2/bench/miss/blobs/%s", nodes[i%size].shoal.RegistryURL, randomDigest())
 		dht = append(dht, e.timeMiss(client, url))
 	}
 	p99 := quantile(dht, 0.99)
 	return Result{
 		Unit: "ms", Value: p99, Goal: "p99 < 10 ms", Met: p99 < 10,
-		Detail: map[string]float64{"p50_ms": quantile(dht, 0.5), "p99_ms": p99, "max_ms": quantile(dht, 1), "requests": float64(n), "nodes": 4},
+		Detail: map[string]float64{"p50_ms": quantile(dht, 0.5), "p99_ms": p99, "max_ms": quantile(dht, 1), "requests": float64(n), "nodes": float64(size)},
 		Method: fmt.Sprintf("%d GETs of random absent digests without ns (local check, then a DHT look-up that finds nothing, then 404), "+
-			"spread over the 4 nodes of a cluster; the whole answer time, so an upper bound on the extra cost of a miss", n),
+			"spread over the %d nodes of a cluster; the whole answer time, so an upper bound on the extra cost of a miss", n, size),
 	}
 }
 
@@ -54,7 +54,7 @@ func miss(e *env) Result {
 // the node, its peers nor the upstream has, against the same request sent
 // straight to the upstream registry.
 func missUpstream(e *env) Result {
-	nd := e.cluster(4)[0]
+	nd := e.cluster(len(e.nodes))[0]
 	n := 2000
 	if e.quick {
 		n = 300
@@ -73,8 +73,8 @@ func missUpstream(e *env) Result {
 		Detail: map[string]float64{
 			"shoal_p50_ms": quantile(shoal, 0.5), "shoal_p99_ms": p99,
 			"direct_p50_ms": quantile(direct, 0.5), "direct_p99_ms": quantile(direct, 0.99), "requests": float64(n)},
-		Method: fmt.Sprintf("%d GETs of random absent digests with ns on a node of a 4-node cluster (local miss, DHT miss, upstream 404), "+
-			"interleaved with the same request straight to the upstream (baseline); keep-alive, loopback", n),
+		Method: fmt.Sprintf("%d GETs of random absent digests with ns on a node of a %d-node cluster (local miss, DHT miss, upstream 404), "+
+			"interleaved with the same request straight to the upstream (baseline); keep-alive, loopback", n, len(e.nodes)),
 	}
 }
 

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// footprint: resident memory and CPU of one node that advertises 10,000
+// digests while idle, and while it serves a large local blob.
+func footprint(e *env) Result {
+	nd := e.cluster(2)[0] // with a peer, so it really provides to the DHT
+	images := 3400        // 3 keys each (manifest, config, tag) plus one shared layer
+	before := nd.shoal.Metric("shoal_advertised_keys", nil)
+	e.importMany(nd, images)
+	want := before + float64(3*images)
+	deadline := time.Now().Add(5 * time.Minute)
+	for nd.shoal.Metric("shoal_advertised_keys", nil) < want {
+		if time.Now().After(deadline) {
+			e.tb.Fatalf("advertised %v keys, want %v", nd.shoal.Metric("shoal_advertised_keys", nil), want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	keys := nd.shoal.Metric("shoal_advertised_keys", nil)
+	pid := nd.shoal.Proc.Pid()
+	idle := 30 * time.Second
+	if e.quick {
+		idle = 10 * time.Second
+	}
+	time.Sleep(2 * time.Second) // let the announcements settle
+	cpu0 := cpuSeconds(pid)
+	time.Sleep(idle)
+	idleCPU := (cpuSeconds(pid) - cpu0) / idle.Minutes()
+	idleRSS := rssMiB(pid)
+
+	// Serving: a large local blob, fetched a few times, sampled for peak RSS.
+	size := int64(256 << 20)
+	if e.quick {
+		size = 64 << 20
+	}
+	d, _ := e.ingestRandom(nd, size)
+	url := fmt.Sprintf("%s/v2/bench/blobs/%s", nd.shoal.RegistryURL, d)
+	stop := make(chan struct{})
+	peak := make(chan float64)
+	go func() {
+		var p float64
+		for {
+			p = max(p, rssMiB(pid))
+			select {
+			case <-stop:
+				peak <- p
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	cpu0 = cpuSeconds(pid)
+	const fetches = 4
+	for range fetches {
+		resp, err := http.Get(url)
+		if err != nil {
+			e.tb.Fatalf("%v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	serveCPU := (cpuSeconds(pid) - cpu0) / (float64(fetches*size) / (1 << 30))
+	close(stop)
+	servePeak := <-peak
+	return Result{
+		Unit: "MiB", Value: idleRSS, Goal: "idle RSS < 64 MiB", Met: idleRSS < 64,
+		Detail: map[string]float64{"advertised_keys": keys, "idle_cpu_s_per_min": idleCPU,
+			"serve_peak_rss_mib": servePeak, "serve_cpu_s_per_gib": serveCPU},
+		Method: fmt.Sprintf("a node of a 2-node cluster advertising %.0f keys (%d imported images plus earlier scenarios); "+
+			"VmRSS after %v idle, CPU seconds per idle minute; then %d GETs of a %d MiB local blob, peak VmRSS sampled every 20 ms "+
+			"and CPU seconds per GiB served", keys, images, idle, fetches, size>>20),
+		Limits: "an idle node with nothing to advertise sits at about 38 MiB (Go runtime, the containerd client, libp2p, " +
+			"protobuf registries); 10,000 keys add about 24 MiB of live heap (about 1.7 KB per key across the advertiser's " +
+			"per-image indexes and the DHT's provider records, plus gRPC buffers kept after listing thousands of images at once), " +
+			"and the garbage collector's headroom comes on top. Leaner key indexes and paging the image list are the way down; " +
+			"the Helm chart sets GOMEMLIMIT from the pod's memory limit, which bounds the headroom",
+	}
+}
+
+// importMany imports n tiny images with `ctr images import`, a thousand per
+// OCI archive (ctr refuses archives of over 10,000 descriptors): a cheap way
+// to give containerd thousands of digests.
+func (e *env) importMany(nd *node, n int) {
+	for done := 0; done < n; done += 1000 {
+		e.importBatch(nd, done, min(1000, n-done))
+	}
+}
+
+func (e *env) importBatch(nd *node, first, n int) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, b []byte) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b))})
+		tw.Write(b)
+	}
+	blob := func(b []byte) ocispec.Descriptor {
+		d := digest.FromBytes(b)
+		add("blobs/sha256/"+d.Encoded(), b)
+		return ocispec.Descriptor{Digest: d, Size: int64(len(b))}
+	}
+	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	layer := blob([]byte("shoal footprint layer"))
+	layer.MediaType = ocispec.MediaTypeImageLayer
+	if first == 0 {
+		e.seq++
+	}
+	var index ocispec.Index
+	index.SchemaVersion = 2
+	index.MediaType = ocispec.MediaTypeImageIndex
+	for i := first; i < first+n; i++ {
+		cfgJSON, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"},
+			Config: ocispec.ImageConfig{Labels: map[string]string{"n": strconv.Itoa(i)}},
+			RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}}})
+		cfg := blob(cfgJSON)
+		cfg.MediaType = ocispec.MediaTypeImageConfig
+		manJSON, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2},
+			MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}})
+		man := blob(manJSON)
+		man.MediaType = ocispec.MediaTypeImageManifest
+		man.Annotations = map[string]string{"io.containerd.image.name": fmt.Sprintf("%s/bench/many%d:t%d", registryHost, e.seq, i)}
+		index.Manifests = append(index.Manifests, man)
+	}
+	idx, _ := json.Marshal(index)
+	add("index.json", idx)
+	tw.Close()
+	path := filepath.Join(e.dir, "many.tar")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		e.tb.Fatalf("%v", err)
+	}
+	defer os.Remove(path)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, e.bins.Ctr, "--address", nd.ctrd.Socket, "-n", nd.ctrd.Namespace,
+		"images", "import", "--no-unpack", "--all-platforms", path).CombinedOutput()
+	if err != nil {
+		e.tb.Fatalf("ctr images import: %v\n%s", err, out)
+	}
+}
+
+// rssMiB is a process's resident set size.
+func rssMiB(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// cpuSeconds is a process's user plus system CPU time.
+func cpuSeconds(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields after the command name
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	sy, _ := strconv.ParseFloat(f[12], 64)
+	return (u + sy) / 100 // USER_HZ
+}
