@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,15 @@ func StartShoal(tb TB, bin, dir string, node *Containerd, opts ShoalOptions) *Sh
 	tb.Helper()
 	s := &Shoal{Bin: bin, Dir: dir, IP: node.IP,
 		RegistryURL: "http://" + node.IP + ":5000", DebugURL: "http://" + node.IP + ":9090"}
+	// Another node left running on this address would answer our readiness
+	// check and hide the failure: refuse to start on busy ports.
+	for _, port := range []string{"5000", "5001", "9090"} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(node.IP, port))
+		if err != nil {
+			tb.Fatalf("harness: %s:%s is busy (is another test, demo or benchmark running?): %v", node.IP, port, err)
+		}
+		ln.Close()
+	}
 	args := []string{"run",
 		"--node-ip", node.IP,
 		"--containerd-socket", node.Socket,
@@ -73,8 +83,8 @@ func StartShoal(tb TB, bin, dir string, node *Containerd, opts ShoalOptions) *Sh
 	}
 	args = append(args, opts.Args...)
 	s.Proc = StartProcess(tb, dir, "shoal", bin, args...)
-	if err := s.WaitReady(30 * time.Second); err != nil {
-		tb.Fatalf("harness: shoal on %s not ready: %v\n%s", node.IP, err, s.Proc.Tail(30))
+	if err := s.WaitReady(30 * time.Second); err != nil || !s.Proc.Alive() {
+		tb.Fatalf("harness: shoal on %s not ready (alive %v): %v\n%s", node.IP, s.Proc.Alive(), err, s.Proc.Tail(30))
 	}
 	return s
 }
