@@ -21,15 +21,16 @@ import (
 // env is what scenarios share: one upstream registry, and a cluster of nodes
 // (containerd plus Shoal) on 127.0.0.2.. that grows as scenarios need it.
 type env struct {
-	tb    *harness.Standalone
-	quick bool
-	dir   string
-	bin   string
-	bins  harness.Bins
-	reg   *harness.Registry
-	slow  *throttle.Proxy // the registry behind a 50 MB/s link, as ns slowHost
-	nodes []*node
-	seq   int // for unique image names
+	tb     *harness.Standalone
+	quick  bool
+	dir    string
+	bin    string
+	bins   harness.Bins
+	reg    *harness.Registry
+	slow   *throttle.Proxy // the registry behind a 50 MB/s link, as ns slowHost
+	nodes  []*node
+	direct *node // a containerd without Shoal, made on first use
+	seq    int   // for unique image names
 }
 
 type node struct {
@@ -98,12 +99,16 @@ func waitPeers(e *env, n int) {
 
 // directNode is a containerd without Shoal that pulls straight from the
 // upstream: the baseline for pull times.
-func (e *env) directNode(num int) *node {
-	ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, fmt.Sprintf("direct%d", num)),
-		harness.ContainerdOptions{IP: harness.LoopbackIP(num)})
+func (e *env) directNode() *node {
+	if e.direct != nil {
+		return e.direct
+	}
+	ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, "direct"),
+		harness.ContainerdOptions{IP: harness.LoopbackIP(40)})
 	ctrd.WriteHosts(e.tb, registryHost, harness.HostsTOML(e.reg.URL(), e.reg.URL()))
 	ctrd.WriteHosts(e.tb, slowHost, harness.HostsTOML(e.slowURL(), e.slowURL()))
-	return &node{ctrd: ctrd}
+	e.direct = &node{ctrd: ctrd}
+	return e.direct
 }
 
 // seed pushes a fresh random image with a unique name.
@@ -192,4 +197,14 @@ func snapshotCount(out string) int {
 		}
 	}
 	return n
+}
+
+// reset removes every image from every node, so that a scenario leaves
+// nothing behind for the next; containerd garbage-collects the content.
+func (e *env) reset() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, n := range e.nodes {
+		n.ctrd.Crictl(ctx, "rmi", "--all")
+	}
 }

@@ -71,6 +71,7 @@ func main() {
 		fmt.Printf("==> %s\n", s.name)
 		r := s.run(e)
 		r.Name = s.name
+		e.reset() // every scenario leaves the nodes empty
 		results = append(results, r)
 		printResults([]Result{r})
 	}

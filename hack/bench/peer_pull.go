@@ -5,42 +5,69 @@ import (
 	"time"
 )
 
+// comparePulls pulls a fresh image through host on a peer (node 2, while node
+// 1 holds it) and on a containerd that goes straight to the upstream, forgetting
+// it on both between rounds and alternating who goes first. It returns the
+// median pull times in seconds.
+func (e *env) comparePulls(host string, layers int, layerSize int64, rounds int) (peer, direct []float64) {
+	nodes := e.cluster(2)
+	holder, puller := nodes[0], nodes[1]
+	straight := e.directNode()
+	img := e.seed(layers, layerSize)
+	ref := img.RefIn(host)
+	e.pullTime(holder, ref) // node 1 has it; the puller fetches from it
+	for i := range rounds {
+		e.forget(puller, img)
+		e.forget(straight, img)
+		if i%2 == 0 {
+			direct = append(direct, e.pullTime(straight, ref).Seconds())
+			peer = append(peer, e.pullTime(puller, ref).Seconds())
+		} else {
+			peer = append(peer, e.pullTime(puller, ref).Seconds())
+			direct = append(direct, e.pullTime(straight, ref).Seconds())
+		}
+	}
+	e.forget(straight, img)
+	return peer, direct
+}
+
 // peerPull: a CRI pull of a multi-layer image from a peer through Shoal,
 // against the same pull by a containerd that goes straight to the upstream
-// registry on loopback. Both nodes forget the image between rounds.
+// registry on loopback.
 func peerPull(e *env) Result {
 	layers, layerSize, rounds := 4, int64(64<<20), 5
 	if e.quick {
 		layerSize, rounds = 16<<20, 3
 	}
-	nodes := e.cluster(2)
-	holder, puller := nodes[0], nodes[1]
-	direct := e.directNode(40)
-	img := e.seed(layers, layerSize)
-	e.pullTime(holder, img.RefIn(registryHost)) // node 1 has it; the others fetch from it
-	var peer, straight []float64
-	for i := range rounds {
-		e.forget(puller, img)
-		e.forget(direct, img)
-		if i%2 == 0 {
-			straight = append(straight, e.pullTime(direct, img.RefIn(registryHost)).Seconds())
-			peer = append(peer, e.pullTime(puller, img.RefIn(registryHost)).Seconds())
-		} else {
-			peer = append(peer, e.pullTime(puller, img.RefIn(registryHost)).Seconds())
-			straight = append(straight, e.pullTime(direct, img.RefIn(registryHost)).Seconds())
-		}
-	}
-	p, d := median(peer), median(straight)
-	peerBytes := puller.shoal.ServedBytes("peer")
+	peer, direct := e.comparePulls(registryHost, layers, layerSize, rounds)
+	p, d := median(peer), median(direct)
 	return Result{
 		Unit: "s", Value: p, Baseline: d, Ratio: p / d, Goal: "peer / direct <= 1.1", Met: p/d <= 1.1,
 		Detail: map[string]float64{"image_mib": float64(int64(layers)*layerSize) / (1 << 20), "layers": float64(layers),
 			"rounds": float64(rounds), "peer_min_s": quantile(peer, 0), "peer_max_s": quantile(peer, 1),
-			"direct_min_s": quantile(straight, 0), "direct_max_s": quantile(straight, 1),
-			"puller_peer_mib": peerBytes / (1 << 20)},
+			"direct_min_s": quantile(direct, 0), "direct_max_s": quantile(direct, 1)},
 		Method: fmt.Sprintf("crictl pull of a %d MiB, %d-layer image (random, incompressible) by a node whose Shoal fetches it from a peer, "+
 			"against a containerd pulling straight from distribution 2.8 on loopback; image and snapshots removed and GC'd before each pull; "+
 			"%d interleaved rounds, median", int64(layers)*layerSize>>20, layers, rounds),
+	}
+}
+
+// peerPullThrottled: the same comparison, with the upstream behind a 50 MB/s
+// link, which is what an internet registry gives a cluster.
+func peerPullThrottled(e *env) Result {
+	layers, layerSize, rounds := 4, int64(128<<20), 3
+	if e.quick {
+		layerSize, rounds = 16<<20, 2
+	}
+	peer, direct := e.comparePulls(slowHost, layers, layerSize, rounds)
+	p, d := median(peer), median(direct)
+	return Result{
+		Unit: "s", Value: p, Baseline: d, Ratio: d / p, Goal: "direct / peer >= 4 (peer at least 4x faster)", Met: d/p >= 4,
+		Detail: map[string]float64{"image_mib": float64(int64(layers)*layerSize) / (1 << 20), "rounds": float64(rounds),
+			"link_mb_s": slowRate / 1e6},
+		Method: fmt.Sprintf("crictl pull of a %d MiB, %d-layer image from a peer through Shoal, against a containerd pulling it "+
+			"straight from the registry through a %d MB/s throttling proxy (hack/throttle); %d interleaved rounds, median; ratio is direct/peer",
+			int64(layers)*layerSize>>20, layers, slowRate/1_000_000, rounds),
 	}
 }
 
