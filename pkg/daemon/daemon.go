@@ -147,7 +147,10 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	// The mirror first, so in-flight pulls finish while health stays visible.
 	if serr := regSrv.Shutdown(sctx); serr != nil {
+		// Out of time: cut the stragglers before transfers and the store
+		// close under them.
 		log.Warn("registry shutdown", "err", serr)
+		regSrv.Close()
 	}
 	dbgSrv.Shutdown(sctx)
 	return err

@@ -56,7 +56,11 @@ type Config struct {
 	// going that long in case the client comes back with a Range request, and a
 	// completed one stays servable. Default 30s.
 	Linger time.Duration
-	Logger *slog.Logger
+	// StallTimeout abandons a source that sends nothing for this long, so a
+	// body that stops without closing cannot hang every request for the
+	// blob; the next attempt resumes. Default 30s.
+	StallTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Manager deduplicates transfers by digest.
@@ -87,6 +91,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 30 * time.Second
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -217,12 +224,15 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 			t.mu.Lock()
 			off, size := t.written, t.size
 			t.mu.Unlock()
-			body, srcSize, err := src.Open(ctx, off)
+			actx, stall := context.WithCancel(ctx)
+			body, srcSize, err := src.Open(actx, off)
 			if err != nil {
+				stall()
 				errs = append(errs, err)
 				break // this source has nothing (more) to offer
 			}
 			if err := m.accept(t, src, srcSize, size); err != nil {
+				stall()
 				body.Close()
 				errs = append(errs, err)
 				if errors.Is(err, errFatal) {
@@ -234,8 +244,11 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 			if !src.Trusted() && !slices.Contains(contributors, src) {
 				contributors = append(contributors, src)
 			}
-			err = t.fill(ctx, body, h, m.cfg.MaxSize, buf)
+			watchdog := time.AfterFunc(m.cfg.StallTimeout, stall)
+			err = t.fill(ctx, progress{body, func() { watchdog.Reset(m.cfg.StallTimeout) }}, h, m.cfg.MaxSize, buf)
+			watchdog.Stop()
 			body.Close()
+			stall()
 			t.mu.Lock()
 			written, size := t.written, t.size
 			t.mu.Unlock()
@@ -304,6 +317,9 @@ func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
 	if size >= 0 && srcSize >= 0 && srcSize != size {
 		return fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size)
 	}
+	if srcSize == 0 && t.dgst != t.dgst.Algorithm().FromBytes(nil) {
+		return fmt.Errorf("%s: declares an empty body for a blob that is not empty", src.Kind())
+	}
 	if t.file == nil {
 		f, err := m.spool(t.dgst)
 		if err != nil {
@@ -319,6 +335,9 @@ func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
 		}
 		if t.size < 0 {
 			t.size = srcSize
+		}
+		if src.Trusted() && srcSize >= 0 {
+			t.sizeOK = true
 		}
 	})
 	return nil
@@ -341,4 +360,18 @@ func (m *Manager) fail(t *Transfer, err error) {
 	if idle && e != nil {
 		go func() { <-e.finished; t.closeFile() }()
 	}
+}
+
+// progress calls tick whenever bytes arrive (the stall watchdog's reset).
+type progress struct {
+	io.Reader
+	tick func()
+}
+
+func (p progress) Read(b []byte) (int, error) {
+	n, err := p.Reader.Read(b)
+	if n > 0 {
+		p.tick()
+	}
+	return n, err
 }

@@ -384,3 +384,107 @@ func (p *pipeSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64,
 	p.r = nil
 	return r, 1000, nil
 }
+
+// sizedSource lies about the size and sends only that many bytes.
+type sizedSource struct {
+	data []byte
+	size int64
+	peer bool
+}
+
+func (s *sizedSource) Kind() string  { return "peer" }
+func (s *sizedSource) Trusted() bool { return !s.peer }
+func (s *sizedSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+	end := min(s.size, int64(len(s.data)))
+	if off > end {
+		off = end
+	}
+	return io.NopCloser(bytes.NewReader(s.data[off:end])), s.size, nil
+}
+
+// Review findings: a lied-about size must never yield a clean body of that
+// size, and must not poison the restart for honest sources.
+func TestLiesAboutSize(t *testing.T) {
+	data, d := blob(t, 4096)
+	t.Run("empty body declared", func(t *testing.T) {
+		m := newManager(t)
+		_, err := readAll(t, m, d, []Source{&sizedSource{data: data, size: 0}})
+		if err == nil {
+			t.Fatal("a source declaring 0 bytes for a non-empty blob was accepted")
+		}
+	})
+	t.Run("empty blob is fine", func(t *testing.T) {
+		m := newManager(t)
+		empty := digest.FromBytes(nil)
+		got, err := readAll(t, m, empty, []Source{&sizedSource{size: 0}})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("the empty blob: %v", err)
+		}
+	})
+	t.Run("peer lies about size, upstream repairs", func(t *testing.T) {
+		m := newManager(t)
+		liar := &sizedSource{data: data, size: 100, peer: true}
+		r, err := m.Fetch(context.Background(), d, []Source{liar, &fakeSource{data: data}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		// This reader was told 100 bytes: it must fail, never end cleanly.
+		if got, err := io.ReadAll(r); err == nil {
+			t.Fatalf("a reader told the lied size got a clean %d-byte body", len(got))
+		}
+		if err := r.Verify(context.Background()); !errors.Is(err, ErrSizeChanged) {
+			t.Fatalf("Verify = %v, want ErrSizeChanged", err)
+		}
+		// A new reader of the (repaired) transfer gets the real blob.
+		r2, err := m.Fetch(context.Background(), d, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r2.Close()
+		got, err := io.ReadAll(r2)
+		if err != nil || !bytes.Equal(got, data) || r2.Verify(context.Background()) != nil {
+			t.Fatalf("after the restart: %v, %d bytes", err, len(got))
+		}
+	})
+}
+
+// stallSource sends half the blob, then nothing until its context ends.
+type stallSource struct {
+	data  []byte
+	opens atomic.Int32
+}
+
+func (s *stallSource) Kind() string  { return "upstream" }
+func (s *stallSource) Trusted() bool { return true }
+func (s *stallSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+	if s.opens.Add(1) > 1 {
+		return io.NopCloser(bytes.NewReader(s.data[off:])), int64(len(s.data)), nil
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(s.data[:len(s.data)/2])
+		<-ctx.Done()
+		pw.CloseWithError(ctx.Err())
+	}()
+	return pr, int64(len(s.data)), nil
+}
+
+// A body that stops without closing is abandoned after StallTimeout and the
+// transfer resumes, instead of hanging every request for the blob.
+func TestStalledSourceResumes(t *testing.T) {
+	data, d := blob(t, 64<<10)
+	m, err := New(Config{Dir: t.TempDir(), StallTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	src := &stallSource{data: data}
+	got, err := readAll(t, m, d, []Source{src})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("err %v, %d bytes", err, len(got))
+	}
+	if src.opens.Load() != 2 {
+		t.Fatalf("opened %d times, want a resume", src.opens.Load())
+	}
+}

@@ -28,6 +28,7 @@ type Transfer struct {
 	source  string        // which source supplied the bytes
 	opened  bool          // a source has answered; size and source are known
 	held    bool          // untrusted bytes are in the spool: nothing is readable until verified
+	sizeOK  bool          // size came from a trusted source, so a restart keeps it
 	done    bool          // verified and complete
 	err     error         // terminal failure
 	changed chan struct{} // closed and replaced whenever state advances
@@ -74,7 +75,12 @@ func (t *Transfer) reset(h hash.Hash) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	h.Reset()
-	t.advance(func() { t.written, t.held = 0, false })
+	t.advance(func() {
+		t.written, t.held = 0, false
+		if !t.sizeOK {
+			t.size = -1 // an untrusted source may have lied about the size too
+		}
+	})
 	return nil
 }
 
@@ -98,14 +104,27 @@ func (t *Transfer) waitOpen(ctx context.Context) (size int64, err error) {
 	}
 }
 
+// ErrSizeChanged means a reader was told a size that the verified blob does
+// not have (a source lied about it): its response must be aborted.
+var ErrSizeChanged = errors.New("blob size differs from the size announced")
+
 // readAt reads up to len(p) bytes at off, waiting for the filler as needed.
-func (t *Transfer) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+// declared is the size this reader announced (its Content-Length; -1 when
+// none): its final byte is held back until the blob verifies at exactly that
+// size, so no response can end cleanly on bytes of the wrong length.
+func (t *Transfer) readAt(ctx context.Context, p []byte, off, declared int64) (int, error) {
 	for {
 		t.mu.Lock()
 		avail, done, size, err, ch := t.readable(), t.done, t.size, t.err, t.changed
 		t.mu.Unlock()
 		if err != nil {
 			return 0, err
+		}
+		if done && declared >= 0 && size != declared {
+			return 0, fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, declared, size)
+		}
+		if !done && declared >= 0 && avail > declared-1 {
+			avail = declared - 1
 		}
 		if off < avail {
 			n := int64(len(p))
@@ -114,8 +133,28 @@ func (t *Transfer) readAt(ctx context.Context, p []byte, off int64) (int, error)
 			}
 			return t.file.ReadAt(p[:n], off)
 		}
-		if done || size >= 0 && off >= size {
+		if done {
 			return 0, io.EOF
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// wait blocks until the transfer has verified or failed.
+func (t *Transfer) wait(ctx context.Context) (size int64, err error) {
+	for {
+		t.mu.Lock()
+		done, size, err, ch := t.done, t.size, t.err, t.changed
+		t.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if done {
+			return size, nil
 		}
 		select {
 		case <-ch:
@@ -180,7 +219,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, err := r.t.readAt(r.ctx, p, r.off)
+	n, err := r.t.readAt(r.ctx, p, r.off, r.size)
 	r.off += int64(n)
 	if err == nil && n == 0 {
 		err = io.ErrNoProgress
@@ -209,12 +248,19 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// Err reports a terminal failure of the transfer (for example a digest
-// mismatch) so the HTTP layer can abort rather than end the body cleanly.
-func (r *Reader) Err() error {
-	r.t.mu.Lock()
-	defer r.t.mu.Unlock()
-	return r.t.err
+// Verify waits until the transfer has verified and checks it has the size
+// this reader announced. The HTTP layer calls it before ending a response, and
+// aborts the connection on an error: a body (even an empty one, which needs no
+// Read) must never end cleanly before the bytes behind it are proven.
+func (r *Reader) Verify(ctx context.Context) error {
+	size, err := r.t.wait(ctx)
+	if err != nil {
+		return err
+	}
+	if r.size >= 0 && size != r.size {
+		return fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, r.size, size)
+	}
+	return nil
 }
 
 // Close detaches the reader; the last one to leave may let the transfer go.

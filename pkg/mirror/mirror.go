@@ -213,7 +213,7 @@ type Blob struct {
 	Size    int64 // -1 when the source did not say
 	source  func() Source
 	close   func() error
-	err     func() error
+	verify  func(context.Context) error
 }
 
 // Source says where the bytes came from; for a transfer it is read at the
@@ -223,13 +223,16 @@ func (b *Blob) Source() Source { return b.source() }
 // Close releases the blob.
 func (b *Blob) Close() error { return b.close() }
 
-// Err reports a failure found after bytes were sent (a digest mismatch, or
-// every source gone): the HTTP layer must then abort the connection.
-func (b *Blob) Err() error {
-	if b.err == nil {
+// Verify, called before a response ends, waits until the bytes behind it are
+// proven (a transfer verified at the size announced). An error (a digest
+// mismatch, a size that was a lie, every source gone) means the HTTP layer
+// must abort the connection rather than end the body. Local blobs are
+// containerd's own, already verified.
+func (b *Blob) Verify(ctx context.Context) error {
+	if b.verify == nil {
 		return nil
 	}
-	return b.err()
+	return b.verify(ctx)
 }
 
 // Blob opens a blob from the node, or starts (or joins) a verified transfer
@@ -246,7 +249,7 @@ func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, err)
 	}
-	return &Blob{Content: r, Size: r.Size(), source: func() Source { return Source(r.Source()) }, close: r.Close, err: r.Err}, nil
+	return &Blob{Content: r, Size: r.Size(), source: func() Source { return Source(r.Source()) }, close: r.Close, verify: r.Verify}, nil
 }
 
 // BlobSize answers HEAD without fetching the blob.

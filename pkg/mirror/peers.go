@@ -299,9 +299,11 @@ func (s *peerBlob) Open(ctx context.Context, off int64) (io.ReadCloser, int64, e
 		if err != nil {
 			return nil, err
 		}
-		if _, err := totalSize(resp, off); err != nil {
+		// A size is required: unverified peer bytes go to disk, and a
+		// stream of unknown length could fill it before the digest fails.
+		if n, err := totalSize(resp, off); err != nil || n < 0 {
 			resp.Body.Close()
-			return nil, err
+			return nil, fmt.Errorf("peer gave no usable size: %v", err)
 		}
 		return resp, nil
 	})
@@ -394,9 +396,9 @@ func (c *peerClient) peerManifest(ctx context.Context, key string, req Request) 
 		if err != nil {
 			return nil, err
 		}
-		b, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
-		resp.Body.Close()
-		done()
+		body := newStallReader(resp.Body, c.opts.StallTimeout, done) // a trickling peer must not hold the request
+		b, rerr := io.ReadAll(io.LimitReader(body, MaxManifestSize+1))
+		body.Close()
 		dgst := req.Digest
 		if dgst == "" {
 			dgst, _ = oci.ParseDigest(resp.Header.Get("Docker-Content-Digest"))

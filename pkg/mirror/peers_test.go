@@ -177,7 +177,7 @@ func fetch(t *testing.T, m *mirror.Mirror, d digest.Digest, ns string) ([]byte, 
 	defer b.Close()
 	got, err := io.ReadAll(b.Content)
 	if err == nil {
-		err = b.Err()
+		err = b.Verify(context.Background())
 	}
 	return got, b.Source(), err
 }

@@ -45,9 +45,10 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 		w.WriteHeader(http.StatusOK)
 		io.Copy(w, b.Content)
 	}
-	if err := b.Err(); err != nil {
-		// The bytes were wrong or their sources vanished: never let the
-		// body end cleanly, so containerd cannot mistake it for the blob.
+	if err := b.Verify(r.Context()); err != nil {
+		// The bytes were wrong, their size was a lie, or their sources
+		// vanished: never let the body end cleanly, so containerd cannot
+		// mistake it for the blob.
 		g.log.Error("aborting response", "digest", req.Digest, "source", b.Source(), "err", err)
 		panic(http.ErrAbortHandler)
 	}

@@ -33,6 +33,7 @@ type origin struct {
 	blobs     map[digest.Digest][]byte
 	manifests map[string][]byte // by tag and by digest
 	corrupt   atomic.Bool
+	empty     atomic.Bool // blobs answered 200 with Content-Length: 0
 	status    atomic.Int32
 	hits      atomic.Int32
 }
@@ -62,6 +63,11 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, ok := o.blobs[digest.Digest(ref)]
 		if !ok {
 			http.NotFound(w, r)
+			return
+		}
+		if o.empty.Load() {
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(200)
 			return
 		}
 		if o.corrupt.Load() {
@@ -383,5 +389,16 @@ func TestMetricsBySource(t *testing.T) {
 		if got := testutil.ToFloat64(c.c); got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// An upstream that claims a blob is empty must not produce a clean, empty 200:
+// nothing is served before the bytes are proven.
+func TestUpstreamEmptyBody(t *testing.T) {
+	f := newFixture(t)
+	f.origin.empty.Store(true)
+	resp, body, err := f.do(t, "GET", "/v2/r/blobs/"+f.unpulled.String()+ns)
+	if err == nil && resp.StatusCode == 200 {
+		t.Fatalf("clean 200 with %d bytes for a blob the upstream claimed was empty", len(body))
 	}
 }
