@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -53,8 +54,12 @@ func (r *Router) follow(ctx context.Context, f *flight, out chan<- Provider, sta
 	}
 	for i := 0; ; {
 		provs, done, changed := f.since(i)
-		for _, p := range provs {
-			i++
+		i += len(provs)
+		// Each batch goes out in a random order: look-ups answer in a stable
+		// order, and taking the first provider would send every node of a
+		// rollout to the same peer.
+		for _, j := range rand.Perm(len(provs)) {
+			p := provs[j]
 			if r.excluded(p.ID) {
 				continue
 			}
