@@ -36,7 +36,7 @@ func machine(e *env) []string {
 		fmt.Sprintf("- CPU: %s, %d logical CPUs; memory %s; kernel %s", cpu, runtime.NumCPU(), mem, cmd("uname", "-r")),
 		fmt.Sprintf("- Shoal %s, built with %s", cmd("git", "rev-parse", "--short", "HEAD"), runtime.Version()),
 		fmt.Sprintf("- containerd: %s", cmd(e.bins.Containerd, "--version")),
-		fmt.Sprintf("- registry: %s; nginx: %s; crictl %s", cmd(e.bins.Registry, "--version"), cmd("nginx", "-v"), cmd(e.bins.Crictl, "--version")),
+		fmt.Sprintf("- registry: %s; nginx: %s; crictl: %s", cmd(e.bins.Registry, "--version"), cmd("nginx", "-v"), modVersion(e.bins.Crictl)),
 	}
 }
 
@@ -92,4 +92,19 @@ func writeMarkdown(path string, e *env, results []Result, quick bool) error {
 		b.WriteString("\n")
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// modVersion is the main module version a Go binary was built from (go
+// install'ed tools often print no version of their own).
+func modVersion(bin string) string {
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "mod" {
+			return f[1] + " " + f[2]
+		}
+	}
+	return "unknown"
 }
