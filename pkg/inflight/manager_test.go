@@ -385,11 +385,13 @@ func (p *pipeSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64,
 	return r, 1000, nil
 }
 
-// sizedSource lies about the size and sends only that many bytes.
+// sizedSource lies about the size and sends only that many bytes, after gate
+// is closed when one is set.
 type sizedSource struct {
 	data []byte
 	size int64
 	peer bool
+	gate chan struct{}
 }
 
 func (s *sizedSource) Kind() string  { return "peer" }
@@ -399,7 +401,11 @@ func (s *sizedSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64
 	if off > end {
 		off = end
 	}
-	return io.NopCloser(bytes.NewReader(s.data[off:end])), s.size, nil
+	var r io.Reader = bytes.NewReader(s.data[off:end])
+	if s.gate != nil {
+		r = &body{r: bytes.NewReader(s.data[off:end]), gate: s.gate}
+	}
+	return io.NopCloser(r), s.size, nil
 }
 
 // Review findings: a lied-about size must never yield a clean body of that
@@ -423,12 +429,18 @@ func TestLiesAboutSize(t *testing.T) {
 	})
 	t.Run("peer lies about size, upstream repairs", func(t *testing.T) {
 		m := newManager(t)
-		liar := &sizedSource{data: data, size: 100, peer: true}
+		// The liar's bytes wait until this reader has been told its size.
+		gate := make(chan struct{})
+		liar := &sizedSource{data: data, size: 100, peer: true, gate: gate}
 		r, err := m.Fetch(context.Background(), d, []Source{liar, &fakeSource{data: data}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Close()
+		if r.Size() != 100 {
+			t.Fatalf("reader told %d bytes, want the lied 100", r.Size())
+		}
+		close(gate)
 		// This reader was told 100 bytes: it must fail, never end cleanly.
 		if got, err := io.ReadAll(r); err == nil {
 			t.Fatalf("a reader told the lied size got a clean %d-byte body", len(got))
