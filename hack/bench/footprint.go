@@ -91,7 +91,8 @@ func footprint(e *env) Result {
 		Limits: "an idle node with nothing to advertise sits at about 38 MiB (Go runtime, the containerd client, libp2p, " +
 			"protobuf registries); 10,000 keys add about 24 MiB of live heap (about 1.7 KB per key across the advertiser's " +
 			"per-image indexes and the DHT's provider records, plus gRPC buffers kept after listing thousands of images at once), " +
-			"and the garbage collector's headroom comes on top. Leaner key indexes and paging the image list are the way down; " +
+			"and the garbage collector's headroom comes on top; the advertiser's full resync (every minute by default) re-walks " +
+			"every image and briefly raises it further. Leaner key indexes, an incremental resync and paging the image list are the way down; " +
 			"the Helm chart sets GOMEMLIMIT from the pod's memory limit, which bounds the headroom",
 	}
 }
