@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -41,6 +42,9 @@ type Store struct {
 	cfg    Config
 	client *containerd.Client
 	log    *slog.Logger
+	// readable remembers blob directories seen readable (digest.Algorithm ->
+	// true): a directory does not go away, so a miss costs one failed open(2).
+	readable sync.Map
 }
 
 // Blob is an open local blob. Content is the *os.File itself when the blob is
@@ -144,11 +148,15 @@ func (s *Store) Open(ctx context.Context, dgst digest.Digest) (*Blob, error) {
 
 // dirReadable tells a real miss from a directory we cannot see into.
 func (s *Store) dirReadable(alg digest.Algorithm) bool {
+	if _, ok := s.readable.Load(alg); ok {
+		return true
+	}
 	d, err := os.Open(s.blobDir(alg))
 	if err != nil {
 		return false
 	}
 	d.Close()
+	s.readable.Store(alg, true)
 	return true
 }
 
