@@ -41,6 +41,8 @@ var scenarios = []scenario{
 	{"serve_local", serveLocal},
 	{"peer_pull", peerPull},
 	{"peer_pull_throttled", peerPullThrottled},
+	{"cold_blob", coldBlob},
+	{"cold_pull", coldPull},
 	{"advertise_delay", advertiseDelay},
 	{"footprint", footprint},
 	{"miss_4_nodes", func(e *env) Result { return missOn(e, 4) }},

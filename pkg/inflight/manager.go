@@ -60,12 +60,18 @@ type Config struct {
 	// body that stops without closing cannot hang every request for the
 	// blob; the next attempt resumes. Default 30s.
 	StallTimeout time.Duration
+	// ChunkSize and WindowChunks size each transfer's memory window
+	// (window.go): the most recent ChunkSize*WindowChunks bytes are held in
+	// memory. Defaults 256 KiB and 8.
+	ChunkSize    int
+	WindowChunks int
 	Logger       *slog.Logger
 }
 
 // Manager deduplicates transfers by digest.
 type Manager struct {
 	cfg    Config
+	pool   *chunkPool
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,20 +101,48 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StallTimeout <= 0 {
 		cfg.StallTimeout = 30 * time.Second
 	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 256 << 10
+	}
+	if cfg.WindowChunks < 2 {
+		cfg.WindowChunks = 8
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("inflight: %w", err)
 	}
+	if err := removeStale(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("inflight: removing spool files left by an earlier run: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, ctx: ctx, cancel: cancel, transfers: map[digest.Digest]*entry{}}, nil
+	return &Manager{cfg: cfg, pool: newChunkPool(cfg.ChunkSize, 2*cfg.WindowChunks), ctx: ctx, cancel: cancel,
+		transfers: map[digest.Digest]*entry{}}, nil
 }
 
-// Close cancels every transfer and waits for the fillers to stop.
+// Close cancels every transfer, waits for the fillers to stop, and removes
+// the spool files of transfers that nobody reads.
 func (m *Manager) Close() {
 	m.cancel()
 	m.wg.Wait()
+	m.mu.Lock()
+	var idle []*Transfer
+	for d, e := range m.transfers {
+		e.t.mu.Lock()
+		if len(e.t.readers) == 0 {
+			if e.timer != nil {
+				e.timer.Stop()
+			}
+			delete(m.transfers, d)
+			idle = append(idle, e.t)
+		}
+		e.t.mu.Unlock()
+	}
+	m.mu.Unlock()
+	for _, t := range idle {
+		t.close()
+	}
 }
 
 // InFlight reports whether dgst is being fetched or was just completed.
@@ -121,9 +155,20 @@ func (m *Manager) InFlight(dgst digest.Digest) bool {
 // Fetch returns a reader for dgst, joining the transfer in flight if there is
 // one, or starting one from sources otherwise. It returns once a source has
 // answered, so a miss costs one round trip per source and no more.
-func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Source) (*Reader, error) {
+func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Source, opts ...Option) (*Reader, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	m.mu.Lock()
 	e := m.transfers[dgst]
+	if e != nil && e.t.servableFrom() > 0 {
+		// Its first bytes went by in memory and nobody kept them: a new
+		// reader needs a transfer of its own. The old one carries on for
+		// the readers it has, and goes when they do.
+		m.detach(e)
+		e = nil
+	}
 	if e == nil {
 		if len(sources) == 0 {
 			m.mu.Unlock()
@@ -132,16 +177,26 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 		e = m.start(dgst, sources)
 	}
 	t := e.t
+	r := &Reader{t: t, ctx: ctx, end: -1}
 	t.mu.Lock()
-	t.readers++
 	if e.timer != nil {
 		e.timer.Stop()
 		e.timer = nil
 	}
+	var err error
+	if len(t.readers) > 0 || o.shared {
+		// Two readers cannot share one stream through memory (the slower
+		// would hold the faster back): from here on the transfer spools.
+		err = t.startSpool()
+	}
+	t.readers = append(t.readers, r)
 	t.mu.Unlock()
 	m.mu.Unlock()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
 
-	r := &Reader{t: t, ctx: ctx}
 	size, err := t.waitOpen(ctx)
 	if err != nil {
 		r.Close()
@@ -151,10 +206,35 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 	return r, nil
 }
 
+// Option adjusts one Fetch.
+type Option func(*options)
+
+type options struct{ shared bool }
+
+// Shared makes the transfer spool from now on, even with one reader, because
+// others are expected to follow it at their own pace (peers, in a cluster):
+// a late reader can then start at any offset.
+func Shared() Option { return func(o *options) { o.shared = true } }
+
+// detach forgets e without stopping it while it has readers. m.mu is held.
+func (m *Manager) detach(e *entry) {
+	delete(m.transfers, e.t.dgst)
+	e.t.mu.Lock()
+	idle := len(e.t.readers) == 0
+	if idle && e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	e.t.mu.Unlock()
+	if idle {
+		m.wg.Go(func() { m.release(e) })
+	}
+}
+
 // start registers a new transfer; m.mu is held.
 func (m *Manager) start(dgst digest.Digest, sources []Source) *entry {
 	ctx, cancel := context.WithCancel(m.ctx)
-	e := &entry{t: newTransfer(dgst), cancel: cancel, finished: make(chan struct{})}
+	e := &entry{t: newTransfer(m, dgst), cancel: cancel, finished: make(chan struct{})}
 	e.t.idle = func() { m.idle(e) }
 	m.transfers[dgst] = e
 	m.wg.Add(1)
@@ -166,25 +246,10 @@ func (m *Manager) start(dgst digest.Digest, sources []Source) *entry {
 	return e
 }
 
-// spool creates the transfer's file, unlinked at once: readers and the filler
-// share the descriptor, and the bytes vanish with it whatever happens to the
-// process. It is made only once a source answers, so a miss touches no disk.
-func (m *Manager) spool(dgst digest.Digest) (*os.File, error) {
-	f, err := os.CreateTemp(m.cfg.Dir, dgst.Encoded()+"-*")
-	if err != nil {
-		return nil, fmt.Errorf("inflight: spool: %w", err)
-	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("inflight: spool: %w", err)
-	}
-	return f, nil
-}
-
 // idle runs under t.mu when the last reader leaves.
 func (m *Manager) idle(e *entry) {
 	if e.t.err != nil {
-		go m.release(e)
+		m.wg.Go(func() { m.release(e) })
 		return
 	}
 	e.timer = time.AfterFunc(m.cfg.Linger, func() { m.release(e) })
@@ -194,7 +259,7 @@ func (m *Manager) idle(e *entry) {
 func (m *Manager) release(e *entry) {
 	m.mu.Lock()
 	e.t.mu.Lock()
-	if e.t.readers > 0 {
+	if len(e.t.readers) > 0 {
 		e.t.mu.Unlock()
 		m.mu.Unlock()
 		return
@@ -206,7 +271,7 @@ func (m *Manager) release(e *entry) {
 	m.mu.Unlock()
 	e.cancel()
 	<-e.finished
-	e.t.closeFile()
+	e.t.close()
 }
 
 // run fills the transfer from the sources in order, resuming at the current
@@ -216,7 +281,6 @@ func (m *Manager) release(e *entry) {
 func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 	log := m.cfg.Logger.With("digest", t.dgst)
 	h := t.dgst.Algorithm().Hash()
-	buf := make([]byte, 256<<10)
 	var errs []error
 	var contributors []Source // untrusted sources whose bytes are in the spool
 	for _, src := range sources {
@@ -244,9 +308,9 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 			if !src.Trusted() && !slices.Contains(contributors, src) {
 				contributors = append(contributors, src)
 			}
-			watchdog := time.AfterFunc(m.cfg.StallTimeout, stall)
-			err = t.fill(ctx, progress{body, func() { watchdog.Reset(m.cfg.StallTimeout) }}, h, m.cfg.MaxSize, buf)
-			watchdog.Stop()
+			wd := &watchdog{d: m.cfg.StallTimeout, t: time.AfterFunc(m.cfg.StallTimeout, stall)}
+			err = t.fill(ctx, body, h, m.cfg.MaxSize, wd)
+			wd.t.Stop()
 			body.Close()
 			stall()
 			t.mu.Lock()
@@ -320,14 +384,15 @@ func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
 	if srcSize == 0 && t.dgst != t.dgst.Algorithm().FromBytes(nil) {
 		return fmt.Errorf("%s: declares an empty body for a blob that is not empty", src.Kind())
 	}
-	if t.file == nil {
-		f, err := m.spool(t.dgst)
-		if err != nil {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !src.Trusted() {
+		// Held bytes are all kept until the blob verifies: they must spool.
+		if err := t.startSpool(); err != nil {
 			return fmt.Errorf("%w: %w", errFatal, err)
 		}
-		t.file = f // before opened is published: readers only look after that
 	}
-	t.advance(func() {
+	t.broadcast(func() {
 		t.opened = true
 		t.source = src.Kind()
 		if !src.Trusted() {
@@ -355,23 +420,20 @@ func (m *Manager) fail(t *Transfer, err error) {
 	m.mu.Unlock()
 	t.advance(func() { t.err = err })
 	t.mu.Lock()
-	idle := t.readers == 0
+	idle := len(t.readers) == 0
 	t.mu.Unlock()
 	if idle && e != nil {
-		go func() { <-e.finished; t.closeFile() }()
+		m.wg.Go(func() { <-e.finished; t.close() })
 	}
 }
 
-// progress calls tick whenever bytes arrive (the stall watchdog's reset).
-type progress struct {
-	io.Reader
-	tick func()
+// watchdog abandons a source that sends nothing for d. Time the filler spends
+// waiting for its readers (a full window) is not the source's fault, so the
+// watchdog is paused then.
+type watchdog struct {
+	d time.Duration
+	t *time.Timer
 }
 
-func (p progress) Read(b []byte) (int, error) {
-	n, err := p.Reader.Read(b)
-	if n > 0 {
-		p.tick()
-	}
-	return n, err
-}
+func (w *watchdog) pause()  { w.t.Stop() }
+func (w *watchdog) resume() { w.t.Reset(w.d) }

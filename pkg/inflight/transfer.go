@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -15,175 +14,235 @@ import (
 // ErrDigestMismatch means the bytes a source sent do not hash to the digest.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
-// Transfer is one blob being fetched into a spool file.
+// ErrGone means a reader asked for bytes this transfer no longer holds: they
+// left the memory window before anything spooled them (a late reader, or a
+// Range request far behind). The caller answers as for a miss.
+var ErrGone = errors.New("bytes no longer held by the transfer")
+
+// Transfer is one blob being fetched: a window of recent bytes in memory
+// (window.go) and, when needed, a spool file (spool.go).
 type Transfer struct {
 	dgst digest.Digest
-	// file is the spool: readers use ReadAt, the filler writes. It is set by
-	// the filler before opened is published and only read after that.
-	file *os.File
+	m    *Manager
 
-	mu      sync.Mutex
-	size    int64         // total size; -1 until a source tells
-	written int64         // bytes in the spool file, hashed so far
-	source  string        // which source supplied the bytes
-	opened  bool          // a source has answered; size and source are known
-	held    bool          // untrusted bytes are in the spool: nothing is readable until verified
-	sizeOK  bool          // size came from a trusted source, so a restart keeps it
-	done    bool          // verified and complete
-	err     error         // terminal failure
-	changed chan struct{} // closed and replaced whenever state advances
-	readers int
-	idle    func() // called (under mu) when readers drops to zero
+	mu       sync.Mutex
+	size     int64    // total size; -1 until a source tells
+	written  int64    // bytes received and hashed so far: what readers may see (trust.go)
+	received int64    // bytes received so far (>= written)
+	chunks   []*chunk // the window: contiguous, ending at received
+	spool    *spool   // nil while one reader streams from memory
+	gen      int      // bumped by a restart, so the spool writer drops stale writes
+	readers  []*Reader
+	source   string        // which source supplied the bytes
+	opened   bool          // a source has answered; size and source are known
+	held     bool          // untrusted bytes are in the transfer (trust.go)
+	sizeOK   bool          // size came from a trusted source, so a restart keeps it
+	done     bool          // verified and complete
+	err      error         // terminal failure
+	changed  chan struct{} // closed and replaced whenever state advances
+	idle     func()        // called (under mu) when the last reader leaves
 }
 
-func newTransfer(dgst digest.Digest) *Transfer {
-	return &Transfer{dgst: dgst, size: -1, changed: make(chan struct{})}
+func newTransfer(m *Manager, dgst digest.Digest) *Transfer {
+	return &Transfer{m: m, dgst: dgst, size: -1, changed: make(chan struct{})}
 }
 
-// closeFile runs once the filler has finished and no reader is left.
-func (t *Transfer) closeFile() {
-	if t.file != nil {
-		t.file.Close()
-	}
-}
-
-// advance applies fn to the state under the lock and wakes every waiter.
-func (t *Transfer) advance(fn func()) {
-	t.mu.Lock()
+// broadcast applies fn to the state and wakes every waiter. t.mu is held.
+func (t *Transfer) broadcast(fn func()) {
 	fn()
 	close(t.changed)
 	t.changed = make(chan struct{})
+}
+
+// advance is broadcast for callers that do not hold t.mu.
+func (t *Transfer) advance(fn func()) {
+	t.mu.Lock()
+	t.broadcast(fn)
 	t.mu.Unlock()
 }
 
-// readable is how far readers may read: everything once verified, otherwise
-// all but the final byte, which is what makes an unverified body incomplete.
-func (t *Transfer) readable() int64 {
-	switch {
-	case t.done:
-		return t.written
-	case t.held || t.written == 0:
-		return 0
+// wakeup waits for the next state change or the end of ctx. t.mu is held on
+// entry and on return.
+func (t *Transfer) wakeup(ctx context.Context) error {
+	ch := t.changed
+	t.mu.Unlock()
+	defer t.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return t.written - 1
+}
+
+// close releases the window and the spool once the filler has finished and no
+// reader is left.
+func (t *Transfer) close() {
+	t.closeSpool()
+	t.mu.Lock()
+	t.dropWindow()
+	t.mu.Unlock()
 }
 
 // reset discards held-back bytes after a mismatch, so that the next source
 // starts again from offset 0. Only valid while held: no reader saw a byte.
 func (t *Transfer) reset(h hash.Hash) error {
-	if err := t.file.Truncate(0); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
 	h.Reset()
-	t.advance(func() {
-		t.written, t.held = 0, false
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var err error
+	t.broadcast(func() {
+		t.gen++
+		t.dropWindow()
+		err = t.truncateSpool()
+		t.written, t.received, t.held = 0, 0, false
 		if !t.sizeOK {
 			t.size = -1 // an untrusted source may have lied about the size too
 		}
 	})
-	return nil
+	return err
 }
 
 // waitOpen blocks until a source has answered (or the transfer failed).
 func (t *Transfer) waitOpen(ctx context.Context) (size int64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for {
-		t.mu.Lock()
-		opened, size, err, ch := t.opened, t.size, t.err, t.changed
-		t.mu.Unlock()
-		if err != nil {
+		if t.err != nil {
+			return 0, t.err
+		}
+		if t.opened {
+			return t.size, nil
+		}
+		if err := t.wakeup(ctx); err != nil {
 			return 0, err
-		}
-		if opened {
-			return size, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-}
-
-// ErrSizeChanged means a reader was told a size that the verified blob does
-// not have (a source lied about it): its response must be aborted.
-var ErrSizeChanged = errors.New("blob size differs from the size announced")
-
-// readAt reads up to len(p) bytes at off, waiting for the filler as needed.
-// declared is the size this reader announced (its Content-Length; -1 when
-// none): its final byte is held back until the blob verifies at exactly that
-// size, so no response can end cleanly on bytes of the wrong length.
-func (t *Transfer) readAt(ctx context.Context, p []byte, off, declared int64) (int, error) {
-	for {
-		t.mu.Lock()
-		avail, done, size, err, ch := t.readable(), t.done, t.size, t.err, t.changed
-		t.mu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-		if done && declared >= 0 && size != declared {
-			return 0, fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, declared, size)
-		}
-		if !done && declared >= 0 && avail > declared-1 {
-			avail = declared - 1
-		}
-		if off < avail {
-			n := int64(len(p))
-			if avail-off < n {
-				n = avail - off
-			}
-			return t.file.ReadAt(p[:n], off)
-		}
-		if done {
-			return 0, io.EOF
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
 		}
 	}
 }
 
 // wait blocks until the transfer has verified or failed.
 func (t *Transfer) wait(ctx context.Context) (size int64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for {
-		t.mu.Lock()
-		done, size, err, ch := t.done, t.size, t.err, t.changed
-		t.mu.Unlock()
-		if err != nil {
+		if t.err != nil {
+			return 0, t.err
+		}
+		if t.done {
+			return t.size, nil
+		}
+		if err := t.wakeup(ctx); err != nil {
 			return 0, err
-		}
-		if done {
-			return size, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
 		}
 	}
 }
 
-// fill copies src into the spool from the current offset, hashing as it goes.
-// It returns nil when src reached EOF; the caller checks size and digest.
-func (t *Transfer) fill(ctx context.Context, src io.Reader, h hash.Hash, maxSize int64, buf []byte) error {
+// room returns the chunk the receiver reads into next, waiting while the
+// window is full of bytes that must stay (window.go).
+func (t *Transfer) room(ctx context.Context) (*chunk, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		if n := len(t.chunks); n > 0 && len(t.chunks[n-1].buf) < cap(t.chunks[n-1].buf) {
+			return t.chunks[n-1], nil
+		}
+		if len(t.chunks) >= t.m.cfg.WindowChunks {
+			// Only when full: what stays in the window may still serve a
+			// reader that joins late, or comes back with a Range request.
+			t.evict()
+		}
+		if len(t.chunks) < t.m.cfg.WindowChunks {
+			c := &chunk{off: t.received, buf: t.m.pool.get()}
+			t.chunks = append(t.chunks, c)
+			return c, nil
+		}
+		if t.spool != nil && t.spool.err != nil {
+			return nil, t.spool.err
+		}
+		if err := t.wakeup(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// receiving is the receiver's state during one fill; guarded by t.mu.
+type receiving struct {
+	done bool
+	err  error // nil when the source reached EOF
+}
+
+// fill copies src into the transfer from the current offset and hashes it:
+// one read into the window and one hash pass per byte. Reading and hashing
+// run side by side, so that the hash, the one step every byte must take,
+// never waits on a socket. It returns nil when src reached EOF and every byte
+// is hashed; the caller checks size and digest.
+func (t *Transfer) fill(ctx context.Context, src io.ReadCloser, h hash.Hash, maxSize int64, wd *watchdog) error {
+	st := &receiving{}
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		err := t.receive(ctx, src, maxSize, wd)
+		t.advance(func() { st.done, st.err = true, err })
+	}()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		for t.written == t.received && !st.done {
+			if err := t.wakeup(ctx); err != nil {
+				t.mu.Unlock()
+				src.Close() // unblocks the receiver's Read
+				<-finished
+				t.mu.Lock()
+				return err
+			}
+		}
+		if t.written == t.received {
+			err := st.err
+			t.mu.Unlock()
+			<-finished
+			t.mu.Lock()
+			return err
+		}
+		// Received bytes stay in the window until hashed (evictable), and the
+		// receiver only appends past them, so they can be read unlocked.
+		c := t.windowChunk(t.written)
+		data := c.buf[t.written-c.off:]
+		t.mu.Unlock()
+		h.Write(data)
+		t.mu.Lock()
+		t.broadcast(func() { t.written += int64(len(data)) })
+	}
+}
+
+// receive reads src into the window until EOF or an error.
+func (t *Transfer) receive(ctx context.Context, src io.Reader, maxSize int64, wd *watchdog) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := src.Read(buf)
+		wd.pause()
+		c, err := t.room(ctx)
+		wd.resume()
+		if err != nil {
+			return err
+		}
+		// The receiver is the only writer of the tail's spare capacity, and
+		// everyone else looks only below received, so no lock is needed.
+		free := c.buf[len(c.buf):cap(c.buf)]
+		n, rerr := src.Read(free)
 		if n > 0 {
+			wd.resume()
 			t.mu.Lock()
-			off, size := t.written, t.size
-			t.mu.Unlock()
+			off, size := t.received, t.size
 			if limit := size; limit >= 0 && off+int64(n) > limit || off+int64(n) > maxSize {
+				t.mu.Unlock()
 				return fmt.Errorf("source sent more than %d bytes", min(max(size, 0), maxSize))
 			}
-			if _, err := t.file.WriteAt(buf[:n], off); err != nil {
-				return fmt.Errorf("spool: %w", err)
-			}
-			h.Write(buf[:n])
-			t.advance(func() { t.written += int64(n) })
+			t.broadcast(func() {
+				c.buf = c.buf[:len(c.buf)+n]
+				t.received += int64(n)
+			})
+			t.mu.Unlock()
 		}
 		if rerr == io.EOF {
 			return nil
@@ -194,86 +253,73 @@ func (t *Transfer) fill(ctx context.Context, src io.Reader, h hash.Hash, maxSize
 	}
 }
 
-// Reader is one consumer's view of a transfer: an io.ReadSeeker, so that
-// http.ServeContent can answer Range requests from it.
-type Reader struct {
-	t      *Transfer
-	ctx    context.Context
-	off    int64
-	size   int64
-	closed bool
+// ErrSizeChanged means a reader was told a size that the verified blob does
+// not have (a source lied about it): its response must be aborted.
+var ErrSizeChanged = errors.New("blob size differs from the size announced")
+
+// span is what a reader may take next: bytes in a pinned chunk, or a range of
+// the spool file.
+type span struct {
+	c     *chunk // pinned; nil for a file span
+	data  []byte
+	fileN int64
 }
 
-// Size is the blob's size, or -1 when no source declared it.
-func (r *Reader) Size() int64 { return r.size }
-
-// Source names where the bytes come from ("upstream", "peer"); it may change
-// while the transfer runs, when one source takes over from another.
-func (r *Reader) Source() string {
-	r.t.mu.Lock()
-	defer r.t.mu.Unlock()
-	return r.t.source
-}
-
-func (r *Reader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+// next waits until bytes at off are readable and returns at most max of
+// them. declared is the size the reader announced (trust.go). The caller
+// must call done with the span.
+func (t *Transfer) next(ctx context.Context, r *Reader, off, declared, max int64) (span, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r.pos != off {
+		t.broadcast(func() { r.pos = off }) // the filler may wait for this reader to move on
 	}
-	n, err := r.t.readAt(r.ctx, p, r.off, r.size)
-	r.off += int64(n)
-	if err == nil && n == 0 {
-		err = io.ErrNoProgress
-	}
-	return n, err
-}
-
-// Seek supports the offsets http.ServeContent needs; SeekEnd needs a known size.
-func (r *Reader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.off
-	case io.SeekEnd:
-		if r.size < 0 {
-			return 0, errors.New("inflight: size unknown")
+	for {
+		if t.err != nil {
+			return span{}, t.err
 		}
-		offset += r.size
-	default:
-		return 0, errors.New("inflight: bad whence")
+		if t.done && declared >= 0 && t.size != declared {
+			return span{}, fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, declared, t.size)
+		}
+		if avail := t.readable(declared); off < avail {
+			n := min(avail-off, max)
+			if c := t.windowChunk(off); c != nil {
+				c.pins++
+				return span{c: c, data: c.buf[off-c.off : min(c.end(), off+n)-c.off]}, nil
+			}
+			if s := t.spool; s != nil && off >= s.start && off < s.filed {
+				return span{fileN: min(n, s.filed-off)}, nil
+			}
+			return span{}, fmt.Errorf("%w: offset %d", ErrGone, off)
+		}
+		if t.done {
+			return span{}, io.EOF
+		}
+		if err := t.wakeup(ctx); err != nil {
+			return span{}, err
+		}
 	}
-	if offset < 0 {
-		return 0, errors.New("inflight: negative offset")
-	}
-	r.off = offset
-	return offset, nil
 }
 
-// Verify waits until the transfer has verified and checks it has the size
-// this reader announced. The HTTP layer calls it before ending a response, and
-// aborts the connection on an error: a body (even an empty one, which needs no
-// Read) must never end cleanly before the bytes behind it are proven.
-func (r *Reader) Verify(ctx context.Context) error {
-	size, err := r.t.wait(ctx)
-	if err != nil {
-		return err
-	}
-	if r.size >= 0 && size != r.size {
-		return fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, r.size, size)
-	}
-	return nil
+// done ends a span: the reader is now at pos.
+func (t *Transfer) spanDone(r *Reader, sp span, pos int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.broadcast(func() {
+		r.pos = pos
+		if sp.c != nil {
+			t.unpin(sp.c)
+		}
+	})
 }
 
-// Close detaches the reader; the last one to leave may let the transfer go.
-func (r *Reader) Close() error {
-	if r.closed {
-		return nil
+// spoolPath is the spool file's name, for readers that open their own
+// descriptor on it.
+func (t *Transfer) spoolPath() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.spool == nil {
+		return ""
 	}
-	r.closed = true
-	r.t.mu.Lock()
-	defer r.t.mu.Unlock()
-	r.t.readers--
-	if r.t.readers == 0 && r.t.idle != nil {
-		r.t.idle()
-	}
-	return nil
+	return t.spool.path
 }

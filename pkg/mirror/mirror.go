@@ -60,8 +60,11 @@ type Config struct {
 	PeerOptions PeerOptions
 	Upstream    Upstream
 	Transfers   *inflight.Manager
-	Metrics     *metrics.Metrics // optional
-	Logger      *slog.Logger
+	// Share says whether a new transfer should spool from its first byte,
+	// so that peers can follow it from any offset; nil means never.
+	Share   func() bool
+	Metrics *metrics.Metrics // optional
+	Logger  *slog.Logger
 }
 
 // Mirror answers manifest and blob requests.
@@ -70,6 +73,7 @@ type Mirror struct {
 	peers     *peerClient // nil without peers
 	upstream  Upstream
 	transfers *inflight.Manager
+	share     func() bool
 	metrics   *metrics.Metrics
 	log       *slog.Logger
 }
@@ -79,7 +83,10 @@ func New(cfg Config) *Mirror {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Mirror{local: cfg.Local, upstream: cfg.Upstream, transfers: cfg.Transfers, metrics: cfg.Metrics, log: cfg.Logger}
+	if cfg.Share == nil {
+		cfg.Share = func() bool { return false }
+	}
+	m := &Mirror{local: cfg.Local, upstream: cfg.Upstream, transfers: cfg.Transfers, share: cfg.Share, metrics: cfg.Metrics, log: cfg.Logger}
 	if cfg.Peers != nil {
 		m.peers = newPeerClient(cfg.Peers, cfg.PeerOptions, cfg.Logger)
 	}
@@ -245,7 +252,11 @@ func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
 	}
 	// With no sources (a peer's request) Fetch only joins a transfer in
 	// flight: this node shares what it is fetching, and never fetches for others.
-	r, err := m.transfers.Fetch(ctx, req.Digest, m.remoteSources(req))
+	var opts []inflight.Option
+	if m.share() {
+		opts = append(opts, inflight.Shared())
+	}
+	r, err := m.transfers.Fetch(ctx, req.Digest, m.remoteSources(req), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, err)
 	}

@@ -35,7 +35,13 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 	if strings.Contains(r.Header.Get("Range"), ",") {
 		r.Header.Del("Range")
 	}
-	if b.Size >= 0 {
+	if rw, ok := b.Content.(rangeWriter); ok && b.Size >= 0 {
+		if err := serveTransfer(w, r, b.Size, rw); err != nil {
+			// The body is short: never let it end as if complete.
+			g.log.Warn("aborting response", "digest", req.Digest, "source", b.Source(), "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	} else if b.Size >= 0 {
 		// ServeContent does Range, If-Range and 416 properly; given an
 		// *os.File its copy is a sendfile.
 		http.ServeContent(w, r, "", time.Time{}, b.Content)
@@ -60,4 +66,42 @@ func setBlobHeaders(h http.Header, req mirror.Request) {
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Docker-Content-Digest", req.Digest.String())
 	h.Set("ETag", `"`+req.Digest.String()+`"`)
+}
+
+// rangeWriter is a blob still arriving (an inflight transfer): it writes a
+// range to w as the bytes become readable, from memory with no copy, or by
+// sendfile from its spool.
+type rangeWriter interface {
+	WriteRange(w io.Writer, off, n int64) (int64, error)
+}
+
+// serveTransfer answers a GET from a transfer: one range or the whole body,
+// with headers sent at once, before any byte is readable, so that a client
+// waiting for held bytes (a peer's, released only once verified) sees an
+// answer rather than a silent connection.
+func serveTransfer(w http.ResponseWriter, r *http.Request, size int64, rw rangeWriter) error {
+	h := w.Header()
+	rng, partial, err := parseRange(r.Header.Get("Range"), size)
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != h.Get("ETag") {
+		rng, partial, err = byteRange{}, false, nil // the client's copy is of something else
+	}
+	if err != nil {
+		h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Del("Docker-Content-Digest")
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return nil
+	}
+	status := http.StatusOK
+	if !partial {
+		rng = byteRange{start: 0, length: size}
+	} else {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", rng.contentRange(size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(rng.length, 10))
+	w.WriteHeader(status)
+	http.NewResponseController(w).Flush()
+	_, err = rw.WriteRange(w, rng.start, rng.length)
+	return err
 }

@@ -36,6 +36,8 @@ type origin struct {
 	empty     atomic.Bool // blobs answered 200 with Content-Length: 0
 	status    atomic.Int32
 	hits      atomic.Int32
+	// hold, when set, makes blob bodies stop half-way until it is closed.
+	hold chan struct{}
 }
 
 func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +75,14 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if o.corrupt.Load() {
 			b = bytes.Clone(b)
 			b[len(b)-10] ^= 1
+		}
+		if o.hold != nil && r.Header.Get("Range") == "" {
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.Write(b[:len(b)/2])
+			w.(http.Flusher).Flush()
+			<-o.hold
+			w.Write(b[len(b)/2:])
+			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 	default:
@@ -252,25 +262,45 @@ func TestResponses(t *testing.T) {
 	}
 }
 
-// A blob the node is fetching, or has just fetched, is the node's own content:
-// verified bytes, served to any request for that digest, ns or not.
+// A blob the node is fetching is the node's own content: verified bytes,
+// served to any request for that digest, ns or not, from the same transfer.
 func TestTransferServesAnyRequest(t *testing.T) {
 	f := newFixture(t)
-	resp, _, err := f.do(t, "GET", "/v2/r/blobs/"+f.remoteD.String()+ns)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("fetch through upstream: %v", err)
+	f.origin.hold = make(chan struct{})
+	type result struct {
+		status int
+		body   []byte
+		err    error
 	}
-	hits := f.origin.hits.Load()
-	resp, body, err := f.do(t, "GET", "/v2/other/name/blobs/"+f.remoteD.String())
-	if err != nil {
-		t.Fatal(err)
+	get := func(path string) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			resp, body, err := f.do(t, "GET", path)
+			if err != nil {
+				ch <- result{err: err}
+				return
+			}
+			ch <- result{resp.StatusCode, body, nil}
+		}()
+		return ch
 	}
-	// The fixture's transfers linger for a second after completing.
-	if resp.StatusCode != 200 || !bytes.Equal(body, f.remote) {
-		t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
+	first := get("/v2/r/blobs/" + f.remoteD.String() + ns)
+	// The upstream has sent half the blob and waits: the transfer is in flight.
+	for f.origin.hits.Load() == 0 {
+		time.Sleep(time.Millisecond)
 	}
-	if f.origin.hits.Load() != hits {
-		t.Fatal("joining a completed transfer went upstream again")
+	time.Sleep(50 * time.Millisecond)
+	second := get("/v2/other/name/blobs/" + f.remoteD.String())
+	time.Sleep(50 * time.Millisecond)
+	close(f.origin.hold)
+	for i, ch := range []<-chan result{first, second} {
+		r := <-ch
+		if r.err != nil || r.status != 200 || !bytes.Equal(r.body, f.remote) {
+			t.Fatalf("request %d: status %d, %d bytes, %v: %.300s", i+1, r.status, len(r.body), r.err, r.body)
+		}
+	}
+	if hits := f.origin.hits.Load(); hits != 1 {
+		t.Fatalf("the upstream was asked %d times, want once", hits)
 	}
 }
 
