@@ -102,6 +102,8 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out = g.serveManifest(w, r, req)
 	case oci.KindBlob:
 		out = g.serveBlob(w, r, req)
+	default:
+		out = outcome{err: &apiError{http.StatusNotFound, "UNSUPPORTED", "not served by this mirror: " + string(req.Kind)}}
 	}
 	if out.err != nil {
 		writeError(w, r, out.err)
