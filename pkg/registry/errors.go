@@ -10,6 +10,14 @@ import (
 	"github.com/shoalproject/shoal/pkg/oci"
 )
 
+// Bounds on the client's Accept header, which is forwarded upstream.
+const (
+	maxAcceptValues = 32
+	maxAcceptBytes  = 8 << 10
+)
+
+var errAcceptTooLong = &apiError{http.StatusBadRequest, "UNSUPPORTED", "Accept header too long"}
+
 // apiError is a distribution-spec error: an HTTP status, a code, a message.
 type apiError struct {
 	Status  int

@@ -125,6 +125,9 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 		return mirror.Request{}, err
 	}
 	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead, FromPeer: r.Header.Get(mirror.PeerHeader) != ""}
+	if req.Accept, err = acceptValues(r.Header); err != nil {
+		return req, err
+	}
 	q := r.URL.Query()
 	if vals, ok := q["ns"]; ok {
 		if len(vals) != 1 {
@@ -138,6 +141,20 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 		}
 	}
 	return req, nil
+}
+
+// acceptValues returns the client's Accept values, which go upstream with
+// manifest requests; bounded, since they are forwarded.
+func acceptValues(h http.Header) ([]string, error) {
+	vals := h.Values("Accept")
+	n := 0
+	for _, v := range vals {
+		n += len(v)
+	}
+	if len(vals) > maxAcceptValues || n > maxAcceptBytes {
+		return nil, errAcceptTooLong
+	}
+	return vals, nil
 }
 
 // finish logs one line per request and counts it.
