@@ -55,7 +55,7 @@ func (c *Client) Resolve(ctx context.Context, ns, name, tag string, accept []str
 	defer cancel()
 	path := "/v2/" + name + "/manifests/" + tag
 
-	resp, err := c.do(ctx, t, http.MethodHead, name, path, manifestAccept(accept), http.StatusOK)
+	resp, err := c.do(ctx, t, http.MethodHead, name, path, nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -67,7 +67,7 @@ func (c *Client) Resolve(ctx context.Context, ns, name, tag string, accept []str
 	}
 	c.log.Debug("upstream: HEAD did not describe the manifest, falling back to GET", "ns", t.ns, "name", name, "tag", tag)
 
-	resp, err = c.do(ctx, t, http.MethodGet, name, path, manifestAccept(accept), http.StatusOK)
+	resp, err = c.do(ctx, t, http.MethodGet, name, path, nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -104,7 +104,7 @@ func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Dige
 	if err != nil {
 		return nil, "", err
 	}
-	resp, err := c.do(ctx, t, http.MethodGet, name, "/v2/"+name+"/manifests/"+dgst.String(), manifestAccept(accept), http.StatusOK)
+	resp, err := c.do(ctx, t, http.MethodGet, name, "/v2/"+name+"/manifests/"+dgst.String(), nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return nil, "", err
 	}
@@ -124,17 +124,22 @@ func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Dige
 
 // readManifest reads and closes the body, refusing more than MaxManifestSize.
 func (c *Client) readManifest(resp *http.Response) ([]byte, error) {
+	return readLimited(resp, c.cfg.MaxManifestSize, "manifest")
+}
+
+// readLimited reads and closes the body of what (for errors), refusing more
+// than limit bytes.
+func readLimited(resp *http.Response, limit int64, what string) ([]byte, error) {
 	defer resp.Body.Close()
-	limit := c.cfg.MaxManifestSize
 	if resp.ContentLength > limit {
-		return nil, unavailablef("manifest of %d bytes exceeds the %d-byte limit", resp.ContentLength, limit)
+		return nil, unavailablef("%s of %d bytes exceeds the %d-byte limit", what, resp.ContentLength, limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, unavailablef("reading manifest: %w", err)
+		return nil, unavailablef("reading %s: %w", what, err)
 	}
 	if int64(len(body)) > limit {
-		return nil, unavailablef("manifest exceeds the %d-byte limit", limit)
+		return nil, unavailablef("%s exceeds the %d-byte limit", what, limit)
 	}
 	return body, nil
 }
