@@ -221,7 +221,8 @@ func TestResponses(t *testing.T) {
 		{name: "ns plus name too long", method: "GET", path: "/v2/" + strings.Repeat("a", 250) + "/manifests/v1" + ns, status: 400, errCode: "NAME_INVALID"},
 		{name: "bad tag", method: "GET", path: "/v2/r/manifests/-x" + ns, status: 400, errCode: "MANIFEST_INVALID"},
 		{name: "push refused", method: "POST", path: "/v2/r/blobs/uploads/", status: 405, errCode: "UNSUPPORTED"},
-		{name: "tags list unsupported", method: "GET", path: "/v2/r/tags/list", status: 404, errCode: "UNSUPPORTED"},
+		{name: "tags list not configured", method: "GET", path: "/v2/r/tags/list" + ns, status: 404, errCode: "UNSUPPORTED"},
+		{name: "catalog unsupported", method: "GET", path: "/v2/_catalog", status: 404, errCode: "UNSUPPORTED"},
 		{name: "Accept too long", method: "GET", path: "/v2/r/manifests/v1" + ns, hdr: []string{"Accept", strings.Repeat("a/b, ", 2000)},
 			status: 400, errCode: "UNSUPPORTED"},
 	}
