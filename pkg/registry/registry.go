@@ -1,6 +1,7 @@
 // Package registry is Shoal's pull-only OCI distribution API: the handler that
 // the node's containerd talks to. It parses requests strictly, asks the
-// resolution chain (pkg/mirror), and writes spec-exact responses. One file per
+// resolution chain (pkg/mirror) for manifests and blobs and the upstream for
+// tag lists and referrers, and writes spec-exact responses. One file per
 // resource; errors are data (errors.go).
 package registry
 

@@ -35,6 +35,7 @@ func TestNextPage(t *testing.T) {
 		{`<https://other.example/prefix/v2/a/tags/list?last=b>; rel=next`, "-"},
 		{`</prefix/v2/b/tags/list?last=b>; rel=next`, "-"},
 		{`</prefix/v2/a/tags/list>; rel=next`, "-"},
+		{`</prefix/v2/a/tags/list?ns=x>; rel=next`, "-"},
 		{`</prefix/v2/a/tags/list?n=-2>; rel=next`, "-"},
 		{`</prefix/v2/a/tags/list?last=%zz>; rel=next`, "-"},
 		{`</prefix/v2/a/tags/%6Cist?last=b>; rel=next`, "-"},

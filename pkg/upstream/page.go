@@ -53,12 +53,14 @@ func nextPage(resp *http.Response, t *target, kind oci.Kind, path string) (url.V
 		return nil, unavailablef("next page on another host: %q", clip(raw))
 	case next.Path != t.base.Path+path && next.Path != path, next.RawPath != "":
 		return nil, unavailablef("next page is not %s: %q", path, clip(raw))
-	case next.RawQuery == "":
-		return nil, unavailablef("next page is the first page again: %q", clip(raw))
 	}
 	q, err := oci.ParseListQuery(kind, next.RawQuery)
 	if err != nil {
 		return nil, unavailablef("next page %q: %v", clip(raw), err)
+	}
+	if len(q.Params) == 0 {
+		// A client would ask for the first page again, and again.
+		return nil, unavailablef("next page is the first page: %q", clip(raw))
 	}
 	return q.Params, nil
 }
