@@ -8,6 +8,9 @@ export GOBIN
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
 CRANE_VERSION=v0.22.1
+# The OCI distribution-spec conformance suite (a main package: go install gives
+# a runnable binary, $GOBIN/conformance). Keep in step with e2e/harness/bins.go.
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -52,4 +55,8 @@ if ! have_go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION";
   log "go install crane $CRANE_VERSION"
   go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
 fi
-log "ok: containerd=$GOBIN/containerd crictl=$GOBIN/crictl crane=$GOBIN/crane registry=$(command -v docker-registry || echo /usr/bin/docker-registry)"
+if ! have_go_tool conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"; then
+  log "go install the OCI distribution-spec conformance suite $CONFORMANCE_VERSION"
+  go install "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION"
+fi
+log "ok: containerd=$GOBIN/containerd crictl=$GOBIN/crictl crane=$GOBIN/crane conformance=$GOBIN/conformance registry=$(command -v docker-registry || echo /usr/bin/docker-registry)"

@@ -59,6 +59,22 @@ func RequireBinaries(tb TB) Bins {
 	return b
 }
 
+// ConformanceModule is the OCI distribution-spec conformance suite that
+// hack/install-deps.sh installs, at the version the tests expect.
+const ConformanceModule = "github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+
+// FindConformance returns the conformance suite's binary ("conformance" in
+// $GOBIN or $GOPATH/bin, where `go install` puts it). It is not among Bins:
+// only the conformance test needs it, and that test must fail, not skip,
+// without it.
+func FindConformance() (string, error) {
+	if p := lookBin("conformance", goBinDirs()...); p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("harness: the OCI conformance suite is not installed in %s (run hack/install-deps.sh as root, or go install %s)",
+		strings.Join(goBinDirs(), " or "), ConformanceModule)
+}
+
 func goBinDirs() []string {
 	var dirs []string
 	if d := os.Getenv("GOBIN"); d != "" {

@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	chain := mirror.New(mirror.Config{Local: st, Peers: peers{net2.router}, Upstream: up, Transfers: transfers,
 		Metrics: met, Logger: log.With("component", "mirror")})
 	history := debug.NewHistory(100)
-	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Metrics: met, OnRequest: history.Add,
+	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Lists: up, LocalTags: st, Metrics: met, OnRequest: history.Add,
 		Logger: log.With("component", "registry")}), log)
 	dbgSrv := newServer(debug.New(debug.Config{
 		Metrics: met.Handler(),

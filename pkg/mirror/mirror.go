@@ -47,8 +47,10 @@ type Local interface {
 
 // Upstream is the registry named by ns (pkg/upstream).
 type Upstream interface {
-	Resolve(ctx context.Context, ns, name, tag string) (ocispec.Descriptor, error)
-	Manifest(ctx context.Context, ns, name string, dgst digest.Digest) ([]byte, string, error)
+	// accept is the client's Accept header values, so that a registry that
+	// negotiates answers as it would answer the client.
+	Resolve(ctx context.Context, ns, name, tag string, accept []string) (ocispec.Descriptor, error)
+	Manifest(ctx context.Context, ns, name string, dgst digest.Digest, accept []string) ([]byte, string, error)
 	Blob(ctx context.Context, ns, name string, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	Stat(ctx context.Context, ns, name string, dgst digest.Digest) (int64, error)
 }
@@ -99,6 +101,10 @@ type Request struct {
 	NS       string // registry host from ?ns=, validated; empty when absent
 	HeadOnly bool   // HEAD: a descriptor is enough, no body needed
 	FromPeer bool   // asked by another node: answer from this node only
+
+	// Accept is the client's Accept header values, passed on to the upstream
+	// for manifests.
+	Accept []string
 }
 
 // Manifest is a manifest's bytes (nil for HeadOnly answers) and identity.
@@ -127,7 +133,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, req Request) (*Manifest, err
 	}
 	var uerr error
 	if !req.FromPeer {
-		desc, err := m.upstream.Resolve(ctx, req.NS, req.Name, req.Tag)
+		desc, err := m.upstream.Resolve(ctx, req.NS, req.Name, req.Tag, req.Accept)
 		switch {
 		case err == nil:
 			if req.HeadOnly && desc.MediaType != "" && desc.Size > 0 {
@@ -194,7 +200,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, req Request, dgst digest.
 	if req.NS == "" {
 		return nil, fmt.Errorf("%w: manifest %s: no ns names an upstream: %w", ErrNotFound, dgst, errors.Join(errs...))
 	}
-	b, mediaType, err := m.upstream.Manifest(ctx, req.NS, req.Name, dgst)
+	b, mediaType, err := m.upstream.Manifest(ctx, req.NS, req.Name, dgst, req.Accept)
 	if err != nil {
 		return nil, fmt.Errorf("%w: manifest %s: %w", ErrNotFound, dgst, errors.Join(append(errs, err)...))
 	}

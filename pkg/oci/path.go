@@ -11,13 +11,16 @@ import (
 type Kind string
 
 const (
-	KindBase     Kind = "base" // /v2/
-	KindManifest Kind = "manifest"
-	KindBlob     Kind = "blob"
+	KindBase      Kind = "base" // /v2/
+	KindManifest  Kind = "manifest"
+	KindBlob      Kind = "blob"
+	KindTags      Kind = "tags"      // /v2/<name>/tags/list
+	KindReferrers Kind = "referrers" // /v2/<name>/referrers/<digest>
 )
 
 // Request is a parsed pull request path. Exactly one of Tag and Digest is set
-// for manifests; blobs always carry a Digest.
+// for manifests; blobs and referrers always carry a Digest (for referrers, the
+// subject's); tag lists carry neither.
 type Request struct {
 	Kind   Kind
 	Name   string
@@ -33,8 +36,9 @@ func (r Request) Reference() string {
 	return r.Tag
 }
 
-// ParsePath parses /v2/, /v2/<name>/manifests/<reference> and
-// /v2/<name>/blobs/<digest>. The path must already be unescaped (url.URL.Path);
+// ParsePath parses /v2/, /v2/<name>/manifests/<reference>,
+// /v2/<name>/blobs/<digest>, /v2/<name>/tags/list and
+// /v2/<name>/referrers/<digest>. The path must already be unescaped (url.URL.Path);
 // "." and ".." segments and empty segments are refused, never cleaned, so that
 // no path means two things.
 func ParsePath(p string) (Request, error) {
@@ -52,10 +56,10 @@ func ParsePath(p string) (Request, error) {
 		}
 	}
 	if len(segs) < 3 {
-		return Request{}, fmt.Errorf("%w: want <name>/(manifests|blobs)/<reference>", ErrUnsupported)
+		return Request{}, fmt.Errorf("%w: want <name>/(manifests|blobs|tags|referrers)/<reference>", ErrUnsupported)
 	}
 	// The resource keyword is the second-to-last segment: names may themselves
-	// contain "blobs" or "manifests" as components.
+	// contain "blobs", "manifests", "tags" or "referrers" as components.
 	n := len(segs)
 	name, kind, ref := strings.Join(segs[:n-2], "/"), segs[n-2], segs[n-1]
 	if err := ValidateName(name); err != nil {
@@ -63,12 +67,20 @@ func ParsePath(p string) (Request, error) {
 	}
 	r := Request{Name: name}
 	switch kind {
-	case "blobs":
+	case "blobs", "referrers":
 		d, err := ParseDigest(ref)
 		if err != nil {
 			return Request{}, err
 		}
 		r.Kind, r.Digest = KindBlob, d
+		if kind == "referrers" {
+			r.Kind = KindReferrers
+		}
+	case "tags":
+		if ref != "list" {
+			return Request{}, fmt.Errorf("%w: tags/%q", ErrUnsupported, truncate(ref))
+		}
+		r.Kind = KindTags
 	case "manifests":
 		r.Kind = KindManifest
 		if strings.Contains(ref, ":") {

@@ -35,7 +35,19 @@ func TestParsePath(t *testing.T) {
 		{"/v2/a/blobs/" + d256 + "/", Request{}, ErrPathInvalid},
 		{"/v2/a/blobs/..", Request{}, ErrPathInvalid},
 		{"/v3/a/blobs/" + d256, Request{}, ErrPathInvalid},
-		{"/v2/a/tags/list", Request{}, ErrUnsupported},
+		{"/v2/a/tags/list", Request{Kind: KindTags, Name: "a"}, nil},
+		{"/v2/a/b/tags/list", Request{Kind: KindTags, Name: "a/b"}, nil},
+		{"/v2/tags/tags/list", Request{Kind: KindTags, Name: "tags"}, nil},
+		{"/v2/a/tags/lists", Request{}, ErrUnsupported},
+		{"/v2/a/tags/list/", Request{}, ErrPathInvalid},
+		{"/v2/tags/list", Request{}, ErrUnsupported},
+		{"/v2/A/tags/list", Request{}, ErrNameInvalid},
+		{"/v2/a/referrers/" + d256, Request{Kind: KindReferrers, Name: "a", Digest: d256}, nil},
+		{"/v2/referrers/referrers/" + d256, Request{Kind: KindReferrers, Name: "referrers", Digest: d256}, nil},
+		{"/v2/a/referrers/latest", Request{}, ErrDigestInvalid},
+		{"/v2/a/referrers/sha256-" + d256[7:], Request{}, ErrDigestInvalid},
+		{"/v2/a/referrers", Request{}, ErrUnsupported},
+		{"/v2/_catalog", Request{}, ErrUnsupported},
 		{"/v2/a/blobs", Request{}, ErrUnsupported},
 		{"/v2/A/manifests/x", Request{}, ErrNameInvalid},
 		{"/v2/a_/manifests/x", Request{}, ErrNameInvalid},
@@ -111,7 +123,8 @@ func TestParseNamespace(t *testing.T) {
 // FuzzParsePath: never panics, and whatever it accepts is canonical: re-building
 // the path from the result parses to the same request.
 func FuzzParsePath(f *testing.F) {
-	for _, s := range []string{"/v2/", "/v2/a/b/manifests/latest", "/v2/a/blobs/" + d256, "/v2/../x", "/v2/a//b/blobs/x"} {
+	for _, s := range []string{"/v2/", "/v2/a/b/manifests/latest", "/v2/a/blobs/" + d256, "/v2/../x", "/v2/a//b/blobs/x",
+		"/v2/a/tags/list", "/v2/a/referrers/" + d256} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
@@ -119,14 +132,20 @@ func FuzzParsePath(f *testing.F) {
 		if err != nil || r.Kind == KindBase {
 			return
 		}
-		if r.Name == "" || len(r.Name) > MaxNameLength || (r.Tag == "") == (r.Digest == "") {
+		consistent := map[Kind]bool{
+			KindManifest:  (r.Tag == "") != (r.Digest == ""),
+			KindBlob:      r.Tag == "" && r.Digest != "",
+			KindReferrers: r.Tag == "" && r.Digest != "",
+			KindTags:      r.Tag == "" && r.Digest == "",
+		}[r.Kind]
+		if r.Name == "" || len(r.Name) > MaxNameLength || !consistent {
 			t.Fatalf("accepted %q as inconsistent %+v", p, r)
 		}
 		if strings.Contains(r.Name, "..") || strings.Contains(r.Name, "//") {
 			t.Fatalf("accepted traversal %q", p)
 		}
-		res := map[Kind]string{KindBlob: "blobs", KindManifest: "manifests"}[r.Kind]
-		again, err := ParsePath("/v2/" + r.Name + "/" + res + "/" + r.Reference())
+		tail := map[Kind]string{KindBlob: "blobs/", KindManifest: "manifests/", KindReferrers: "referrers/", KindTags: "tags/list"}[r.Kind]
+		again, err := ParsePath("/v2/" + r.Name + "/" + tail + r.Reference())
 		if err != nil || again != r {
 			t.Fatalf("round trip of %q: %+v, %v", p, again, err)
 		}

@@ -8,6 +8,20 @@ import (
 
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/oci"
+	"github.com/shoalproject/shoal/pkg/upstream"
+)
+
+// Bounds on the client's Accept header, which is forwarded upstream.
+const (
+	maxAcceptValues = 32
+	maxAcceptBytes  = 8 << 10
+)
+
+var (
+	errAcceptTooLong = &apiError{http.StatusBadRequest, "UNSUPPORTED", "Accept header too long"}
+	errListNoNS      = &apiError{http.StatusNotFound, "NAME_UNKNOWN", "a tag list or referrers request needs ns to name its registry"}
+	errListFromPeer  = &apiError{http.StatusNotFound, "NAME_UNKNOWN", "tag lists and referrers are not content-addressed, so nodes do not serve them to each other"}
+	errListsOff      = &apiError{http.StatusNotFound, "UNSUPPORTED", "tag lists and referrers are not configured on this mirror"}
 )
 
 // apiError is a distribution-spec error: an HTTP status, a code, a message.
@@ -35,6 +49,8 @@ func toAPIError(err error, kind oci.Kind) *apiError {
 		return &apiError{http.StatusBadRequest, "MANIFEST_INVALID", err.Error()}
 	case errors.Is(err, oci.ErrPathInvalid):
 		return &apiError{http.StatusBadRequest, "NAME_INVALID", err.Error()}
+	case errors.Is(err, oci.ErrQueryInvalid):
+		return &apiError{http.StatusBadRequest, "UNSUPPORTED", err.Error()}
 	case errors.Is(err, oci.ErrUnsupported):
 		return &apiError{http.StatusNotFound, "UNSUPPORTED", err.Error()}
 	case errors.Is(err, mirror.ErrNotFound):
@@ -43,6 +59,11 @@ func toAPIError(err error, kind oci.Kind) *apiError {
 			code = "BLOB_UNKNOWN"
 		}
 		return &apiError{http.StatusNotFound, code, err.Error()}
+	case errors.Is(err, upstream.ErrNotFound), errors.Is(err, upstream.ErrUnavailable), errors.Is(err, upstream.ErrRefused):
+		// Tag lists and referrers, straight from the upstream: a miss, a
+		// registry that wants credentials (401/403) and one that cannot be
+		// reached are all a 404, so the client moves on.
+		return &apiError{http.StatusNotFound, "NAME_UNKNOWN", err.Error()}
 	}
 	return &apiError{http.StatusNotFound, "NAME_UNKNOWN", "internal error: " + err.Error()}
 }

@@ -1,6 +1,7 @@
 // Package registry is Shoal's pull-only OCI distribution API: the handler that
 // the node's containerd talks to. It parses requests strictly, asks the
-// resolution chain (pkg/mirror), and writes spec-exact responses. One file per
+// resolution chain (pkg/mirror) for manifests and blobs and the upstream for
+// tag lists and referrers, and writes spec-exact responses. One file per
 // resource; errors are data (errors.go).
 package registry
 
@@ -10,8 +11,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
@@ -26,9 +30,25 @@ type Mirror interface {
 	BlobSize(ctx context.Context, req mirror.Request) (int64, mirror.Source, error)
 }
 
+// Lists is the upstream as tag listings and referrers need it
+// (pkg/upstream): a listing is not content-addressed, so it never comes from
+// a peer, and the upstream is asked first.
+type Lists interface {
+	Tags(ctx context.Context, ns, name string, query url.Values) (*upstream.Page, error)
+	Referrers(ctx context.Context, ns, name string, subject digest.Digest, query url.Values) (*upstream.Page, error)
+}
+
+// LocalTags is the node's own image store (pkg/store), which lists tags only
+// while the upstream cannot be reached.
+type LocalTags interface {
+	Tags(ctx context.Context, registry, name string) ([]string, error)
+}
+
 // Config configures the handler.
 type Config struct {
 	Mirror    Mirror
+	Lists     Lists            // optional: without it tag lists and referrers are 404
+	LocalTags LocalTags        // optional: without it no tag list outlives its upstream
 	Metrics   *metrics.Metrics // optional
 	OnRequest func(Record)     // optional: sees every manifest and blob request once answered
 	Logger    *slog.Logger
@@ -51,6 +71,8 @@ type Record struct {
 // Registry is the HTTP handler.
 type Registry struct {
 	mirror    Mirror
+	lists     Lists
+	localTags LocalTags
 	metrics   *metrics.Metrics
 	onRequest func(Record)
 	log       *slog.Logger
@@ -61,7 +83,8 @@ func New(cfg Config) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{mirror: cfg.Mirror, metrics: cfg.Metrics, onRequest: cfg.OnRequest, log: cfg.Logger}
+	return &Registry{mirror: cfg.Mirror, lists: cfg.Lists, localTags: cfg.LocalTags, metrics: cfg.Metrics,
+		onRequest: cfg.OnRequest, log: cfg.Logger}
 }
 
 // outcome is what a resource handler reports for logs and metrics.
@@ -102,6 +125,12 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out = g.serveManifest(w, r, req)
 	case oci.KindBlob:
 		out = g.serveBlob(w, r, req)
+	case oci.KindTags:
+		out = g.serveTags(w, r, req)
+	case oci.KindReferrers:
+		out = g.serveReferrers(w, r, req)
+	default:
+		out = outcome{err: &apiError{http.StatusNotFound, "UNSUPPORTED", "not served by this mirror: " + string(req.Kind)}}
 	}
 	if out.err != nil {
 		writeError(w, r, out.err)
@@ -123,6 +152,9 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 		return mirror.Request{}, err
 	}
 	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead, FromPeer: r.Header.Get(mirror.PeerHeader) != ""}
+	if req.Accept, err = acceptValues(r.Header); err != nil {
+		return req, err
+	}
 	q := r.URL.Query()
 	if vals, ok := q["ns"]; ok {
 		if len(vals) != 1 {
@@ -136,6 +168,20 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 		}
 	}
 	return req, nil
+}
+
+// acceptValues returns the client's Accept values, which go upstream with
+// manifest requests; bounded, since they are forwarded.
+func acceptValues(h http.Header) ([]string, error) {
+	vals := h.Values("Accept")
+	n := 0
+	for _, v := range vals {
+		n += len(v)
+	}
+	if len(vals) > maxAcceptValues || n > maxAcceptBytes {
+		return nil, errAcceptTooLong
+	}
+	return vals, nil
 }
 
 // finish logs one line per request and counts it.

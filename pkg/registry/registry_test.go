@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,6 +37,7 @@ type origin struct {
 	empty     atomic.Bool // blobs answered 200 with Content-Length: 0
 	status    atomic.Int32
 	hits      atomic.Int32
+	accept    atomic.Value // []string: the Accept values of the last manifest request
 	// hold, when set, makes blob bodies stop half-way until it is closed.
 	hold chan struct{}
 }
@@ -50,6 +52,7 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ref := parts[len(parts)-1]
 	switch parts[len(parts)-2] {
 	case "manifests":
+		o.accept.Store(r.Header.Values("Accept"))
 		b, ok := o.manifests[ref]
 		if !ok {
 			http.NotFound(w, r)
@@ -228,7 +231,10 @@ func TestResponses(t *testing.T) {
 		{name: "ns plus name too long", method: "GET", path: "/v2/" + strings.Repeat("a", 250) + "/manifests/v1" + ns, status: 400, errCode: "NAME_INVALID"},
 		{name: "bad tag", method: "GET", path: "/v2/r/manifests/-x" + ns, status: 400, errCode: "MANIFEST_INVALID"},
 		{name: "push refused", method: "POST", path: "/v2/r/blobs/uploads/", status: 405, errCode: "UNSUPPORTED"},
-		{name: "tags list unsupported", method: "GET", path: "/v2/r/tags/list", status: 404, errCode: "UNSUPPORTED"},
+		{name: "tags list not configured", method: "GET", path: "/v2/r/tags/list" + ns, status: 404, errCode: "UNSUPPORTED"},
+		{name: "catalog unsupported", method: "GET", path: "/v2/_catalog", status: 404, errCode: "UNSUPPORTED"},
+		{name: "Accept too long", method: "GET", path: "/v2/r/manifests/v1" + ns, hdr: []string{"Accept", strings.Repeat("a/b, ", 2000)},
+			status: 400, errCode: "UNSUPPORTED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -430,5 +436,41 @@ func TestUpstreamEmptyBody(t *testing.T) {
 	resp, body, err := f.do(t, "GET", "/v2/r/blobs/"+f.unpulled.String()+ns)
 	if err == nil && resp.StatusCode == 200 {
 		t.Fatalf("clean 200 with %d bytes for a blob the upstream claimed was empty", len(body))
+	}
+}
+
+// The client's Accept list goes upstream as it came, by tag and by digest,
+// so that a registry that negotiates answers as it would the client; without
+// one, Shoal's own list.
+func TestManifestAcceptForwarded(t *testing.T) {
+	f := newFixture(t)
+	containerd := []string{"application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, */*"}
+	two := []string{ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex + ";q=0.5"}
+	for _, tt := range []struct {
+		path string
+		sent []string
+	}{
+		{"/v2/r/manifests/v1" + ns, containerd},
+		{"/v2/r/manifests/v1" + ns, two},
+		{"/v2/r/manifests/" + f.manifestD.String() + ns, two},
+		{"/v2/r/manifests/v1" + ns, nil},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+tt.path, nil)
+		req.Header["Accept"] = tt.sent
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got, _ := f.origin.accept.Load().([]string)
+		switch {
+		case resp.StatusCode != 200:
+			t.Fatalf("%s: %s", tt.path, resp.Status)
+		case tt.sent != nil && !slices.Equal(got, tt.sent):
+			t.Errorf("%s: upstream got Accept %q, want %q", tt.path, got, tt.sent)
+		case tt.sent == nil && (len(got) != 1 || !strings.Contains(got[0], ocispec.MediaTypeImageIndex)):
+			t.Errorf("%s: without the client's Accept, upstream got %q", tt.path, got)
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoalproject/shoal/pkg/oci"
 )
 
 // ErrNotFound means the node does not hold the content or tag.
@@ -121,6 +125,31 @@ func (s *Store) Resolve(ctx context.Context, registry, name, tag string) (ocispe
 		return ocispec.Descriptor{}, fmt.Errorf("store: image %s: %w", ImageName(registry, name, tag), err)
 	}
 	return img.Target, nil
+}
+
+// Tags lists, sorted, the tags of registry/name in the local image store:
+// the images the CRI plugin stored as "<registry>/<name>:<tag>". Digest
+// references ("...@sha256:...") are not tags and are left out. It answers a
+// tag listing only while the upstream cannot be reached. A node holds
+// hundreds of images, so they are listed whole and matched here, rather than
+// through a regular expression in containerd's filter quoting.
+func (s *Store) Tags(ctx context.Context, registry, name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	imgs, err := s.client.ImageService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: list images: %w", err)
+	}
+	prefix := ImageName(registry, name, "")
+	var tags []string
+	for _, img := range imgs {
+		tag, ok := strings.CutPrefix(img.Name, prefix)
+		if ok && oci.ValidateTag(tag) == nil {
+			tags = append(tags, tag)
+		}
+	}
+	slices.Sort(tags)
+	return slices.Compact(tags), nil
 }
 
 func (s *Store) blobDir(alg digest.Algorithm) string {

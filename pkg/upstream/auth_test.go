@@ -98,10 +98,10 @@ func TestTokenCachedAcrossRequests(t *testing.T) {
 	ctx := context.Background()
 
 	for i := 0; i < 3; i++ {
-		if _, err := c.Resolve(ctx, testNS, repo, "latest"); err != nil {
+		if _, err := c.Resolve(ctx, testNS, repo, "latest", nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := c.Manifest(ctx, testNS, repo, md); err != nil {
+		if _, _, err := c.Manifest(ctx, testNS, repo, md, nil); err != nil {
 			t.Fatal(err)
 		}
 		rc, _, err := c.Blob(ctx, testNS, repo, bd, 0)
@@ -126,7 +126,7 @@ func TestTokenCachedAcrossRequests(t *testing.T) {
 
 	// Another repository needs another scope, hence another token.
 	reg.addManifest("library/redis", "7", body, mt)
-	if _, err := c.Resolve(ctx, testNS, "library/redis", "7"); err != nil {
+	if _, err := c.Resolve(ctx, testNS, "library/redis", "7", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := reg.tokenHits.Load(); n != 2 {
@@ -147,7 +147,7 @@ func TestTokenConcurrentMissesShareOneFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Resolve(context.Background(), testNS, repo, "latest")
+			_, err := c.Resolve(context.Background(), testNS, repo, "latest", nil)
 			errs <- err
 		}()
 	}
@@ -173,10 +173,10 @@ func TestTokenWaiterCancellation(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := c.Resolve(ctx, testNS, repo, "latest"); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.Resolve(ctx, testNS, repo, "latest", nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Resolve with short deadline = %v", err)
 	}
-	if _, err := c.Resolve(context.Background(), testNS, repo, "latest"); err != nil {
+	if _, err := c.Resolve(context.Background(), testNS, repo, "latest", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := reg.tokenHits.Load(); n != 1 {
@@ -197,7 +197,7 @@ func TestTokenExpiry(t *testing.T) {
 
 	resolve := func() {
 		t.Helper()
-		if _, err := c.Resolve(ctx, testNS, repo, "latest"); err != nil {
+		if _, err := c.Resolve(ctx, testNS, repo, "latest", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,11 +223,11 @@ func TestTokenRejectedIsReplaced(t *testing.T) {
 	reg.set(func(k *knobs) { k.auth = "bearer" })
 	c := newTestClient(t, reg, nil)
 	ctx := context.Background()
-	if _, err := c.Resolve(ctx, testNS, repo, "latest"); err != nil {
+	if _, err := c.Resolve(ctx, testNS, repo, "latest", nil); err != nil {
 		t.Fatal(err)
 	}
 	reg.revokeTokens()
-	if _, err := c.Resolve(ctx, testNS, repo, "latest"); err != nil {
+	if _, err := c.Resolve(ctx, testNS, repo, "latest", nil); err != nil {
 		t.Fatalf("Resolve after revocation: %v", err)
 	}
 	if n := reg.tokenHits.Load(); n != 2 {

@@ -36,7 +36,7 @@ func (c *Client) Blob(ctx context.Context, ns, name string, dgst digest.Digest, 
 	if offset > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
-	resp, err := c.do(ctx, t, http.MethodGet, name, path, hdr, http.StatusOK, http.StatusPartialContent)
+	resp, err := c.do(ctx, t, http.MethodGet, name, path, nil, hdr, http.StatusOK, http.StatusPartialContent)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -105,7 +105,7 @@ func (c *Client) Stat(ctx context.Context, ns, name string, dgst digest.Digest) 
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.do(ctx, t, http.MethodHead, name, path, nil, http.StatusOK)
+	resp, err := c.do(ctx, t, http.MethodHead, name, path, nil, nil, http.StatusOK)
 	if err != nil {
 		return 0, err
 	}

@@ -80,12 +80,14 @@ func (c *Client) CloseIdleConnections() {
 	c.listedHTTP.CloseIdleConnections()
 }
 
-// do sends one request to path on the upstream t, with at most one anonymous
-// bearer-token round on 401. It returns the response only when its status is
-// one of okStatus; otherwise the body is closed and the status classified.
-func (c *Client) do(ctx context.Context, t *target, method, name, path string, hdr http.Header, okStatus ...int) (*http.Response, error) {
+// do sends one request to path (with query, if any) on the upstream t, with
+// at most one anonymous bearer-token round on 401. It returns the response
+// only when its status is one of okStatus; otherwise the body is closed and
+// the status classified.
+func (c *Client) do(ctx context.Context, t *target, method, name, path string, query url.Values, hdr http.Header, okStatus ...int) (*http.Response, error) {
 	u := *t.base
 	u.Path = t.base.Path + path
+	u.RawQuery = query.Encode()
 	send := func(token string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 		if err != nil {

@@ -25,7 +25,7 @@ func TestResolve(t *testing.T) {
 	reg.addManifest(repo, "latest", body, mt)
 	c := newTestClient(t, reg, nil)
 
-	got, err := c.Resolve(context.Background(), testNS, repo, "latest")
+	got, err := c.Resolve(context.Background(), testNS, repo, "latest", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestResolveFallsBackToGet(t *testing.T) {
 		reg.addManifest(repo, "latest", body, mt)
 		reg.set(func(kk *knobs) { *kk = k })
 		c := newTestClient(t, reg, nil)
-		got, err := c.Resolve(context.Background(), testNS, repo, "latest")
+		got, err := c.Resolve(context.Background(), testNS, repo, "latest", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,9 +117,9 @@ func TestStatusMapping(t *testing.T) {
 					t.Errorf("%s = %v, want %v", call, err, tc.want)
 				}
 			}
-			_, err := c.Resolve(ctx, testNS, repo, "latest")
+			_, err := c.Resolve(ctx, testNS, repo, "latest", nil)
 			check("Resolve", err)
-			_, _, err = c.Manifest(ctx, testNS, repo, md)
+			_, _, err = c.Manifest(ctx, testNS, repo, md, nil)
 			check("Manifest", err)
 			rc, _, err := c.Blob(ctx, testNS, repo, bd, 0)
 			if err == nil {
@@ -137,10 +137,10 @@ func TestNotFound(t *testing.T) {
 	c := newTestClient(t, reg, nil)
 	ctx := context.Background()
 	d := digest.FromString("missing")
-	if _, err := c.Resolve(ctx, testNS, repo, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Resolve(ctx, testNS, repo, "nope", nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Resolve = %v", err)
 	}
-	if _, _, err := c.Manifest(ctx, testNS, repo, d); !errors.Is(err, ErrNotFound) {
+	if _, _, err := c.Manifest(ctx, testNS, repo, d, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Manifest = %v", err)
 	}
 	if _, _, err := c.Blob(ctx, testNS, repo, d, 0); !errors.Is(err, ErrNotFound) {
@@ -156,7 +156,7 @@ func TestResolveBoundedByTagTimeout(t *testing.T) {
 	reg.set(func(k *knobs) { k.slow = true })
 	c := newTestClient(t, reg, func(cfg *Config) { cfg.TagTimeout = 200 * time.Millisecond })
 	start := time.Now()
-	_, err := c.Resolve(context.Background(), testNS, repo, "latest")
+	_, err := c.Resolve(context.Background(), testNS, repo, "latest", nil)
 	elapsed := time.Since(start)
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Resolve = %v, want ErrUnavailable wrapping DeadlineExceeded", err)
@@ -174,7 +174,7 @@ func TestResolveTimeoutCoversTokenFetch(t *testing.T) {
 	reg.set(func(k *knobs) { k.auth, k.tokenDelay = "bearer", 700*time.Millisecond })
 	c := newTestClient(t, reg, func(cfg *Config) { cfg.TagTimeout = 200 * time.Millisecond })
 	start := time.Now()
-	if _, err := c.Resolve(context.Background(), testNS, repo, "latest"); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.Resolve(context.Background(), testNS, repo, "latest", nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Resolve = %v, want ErrUnavailable", err)
 	}
 	if elapsed := time.Since(start); elapsed > time.Second {
@@ -189,20 +189,20 @@ func TestManifest(t *testing.T) {
 	c := newTestClient(t, reg, nil)
 	ctx := context.Background()
 
-	got, ct, err := c.Manifest(ctx, testNS, repo, d)
+	got, ct, err := c.Manifest(ctx, testNS, repo, d, nil)
 	if err != nil || !bytes.Equal(got, body) || ct != mt {
 		t.Fatalf("Manifest = %q, %q, %v", got, ct, err)
 	}
 
 	// A generic Content-Type is replaced by the manifest's own mediaType.
 	reg.set(func(k *knobs) { k.genericType = true })
-	if _, ct, err = c.Manifest(ctx, testNS, repo, d); err != nil || ct != mt {
+	if _, ct, err = c.Manifest(ctx, testNS, repo, d, nil); err != nil || ct != mt {
 		t.Fatalf("Manifest with generic type: %q, %v", ct, err)
 	}
 
 	// Bytes that do not hash to the digest are refused.
 	reg.set(func(k *knobs) { *k = knobs{serveWrong: true} })
-	_, _, err = c.Manifest(ctx, testNS, repo, d)
+	_, _, err = c.Manifest(ctx, testNS, repo, d, nil)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "digest mismatch") {
 		t.Fatalf("tampered Manifest = %v, want ErrUnavailable digest mismatch", err)
 	}
@@ -210,10 +210,10 @@ func TestManifest(t *testing.T) {
 	// Larger than MaxManifestSize.
 	small := newTestClient(t, reg, func(cfg *Config) { cfg.MaxManifestSize = 16 })
 	reg.set(func(k *knobs) { *k = knobs{} })
-	if _, _, err := small.Manifest(ctx, testNS, repo, d); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "limit") {
+	if _, _, err := small.Manifest(ctx, testNS, repo, d, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("oversized Manifest = %v", err)
 	}
-	if _, err := small.Resolve(ctx, testNS, repo, "latest"); !errors.Is(err, ErrUnavailable) {
+	if _, err := small.Resolve(ctx, testNS, repo, "latest", nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("oversized Resolve = %v", err)
 	}
 }
@@ -230,7 +230,7 @@ func TestResolveGetDigestMismatch(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := newTestClient(t, &fakeRegistry{srv: srv}, nil)
-	_, err := c.Resolve(context.Background(), testNS, repo, "latest")
+	_, err := c.Resolve(context.Background(), testNS, repo, "latest", nil)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "digest mismatch") {
 		t.Fatalf("Resolve = %v, want digest mismatch", err)
 	}
@@ -382,13 +382,13 @@ func TestInvalidArgumentsRefusedWithoutRequest(t *testing.T) {
 	c := newTestClient(t, reg, nil)
 	ctx := context.Background()
 	good := digest.FromString("x")
-	if _, err := c.Resolve(ctx, testNS, "../etc", "latest"); !errors.Is(err, ErrRefused) {
+	if _, err := c.Resolve(ctx, testNS, "../etc", "latest", nil); !errors.Is(err, ErrRefused) {
 		t.Errorf("Resolve bad name = %v", err)
 	}
-	if _, err := c.Resolve(ctx, testNS, repo, "a/b"); !errors.Is(err, ErrRefused) {
+	if _, err := c.Resolve(ctx, testNS, repo, "a/b", nil); !errors.Is(err, ErrRefused) {
 		t.Errorf("Resolve bad tag = %v", err)
 	}
-	if _, _, err := c.Manifest(ctx, testNS, repo, "sha256:short"); !errors.Is(err, ErrRefused) {
+	if _, _, err := c.Manifest(ctx, testNS, repo, "sha256:short", nil); !errors.Is(err, ErrRefused) {
 		t.Errorf("Manifest bad digest = %v", err)
 	}
 	if _, _, err := c.Blob(ctx, testNS, "Upper/Case", good, 0); !errors.Is(err, ErrRefused) {
@@ -461,7 +461,7 @@ func TestListedURLWithPathPrefix(t *testing.T) {
 	front := httptest.NewServer(http.StripPrefix("/mirror", reg.srv.Config.Handler))
 	defer front.Close()
 	c := newTestClient(t, reg, func(cfg *Config) { cfg.Upstreams[testNS] = front.URL + "/mirror/" })
-	if _, err := c.Resolve(context.Background(), testNS, repo, "latest"); err != nil {
+	if _, err := c.Resolve(context.Background(), testNS, repo, "latest", nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := reg.seen().reqs; len(got) != 1 || got[0] != "HEAD /v2/library/nginx/manifests/latest" {

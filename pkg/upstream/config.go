@@ -16,6 +16,8 @@ const (
 	DefaultDialTimeout           = 2 * time.Second
 	DefaultResponseHeaderTimeout = 10 * time.Second
 	DefaultMaxManifestSize       = 4 << 20
+	DefaultListTimeout           = 10 * time.Second
+	DefaultMaxListSize           = 4 << 20
 	DefaultUserAgent             = "shoal"
 
 	dockerHubNS  = "docker.io"
@@ -45,6 +47,11 @@ type Config struct {
 	ResponseHeaderTimeout time.Duration
 	// MaxManifestSize is the largest manifest read, in bytes.
 	MaxManifestSize int64
+	// ListTimeout bounds a whole Tags or Referrers call, token and body
+	// included.
+	ListTimeout time.Duration
+	// MaxListSize is the largest tag list or referrers index read, in bytes.
+	MaxListSize int64
 	// LookupIPAddr resolves host names for the policy check and for the
 	// guarded dialer; nil means net.DefaultResolver.LookupIPAddr.
 	LookupIPAddr func(ctx context.Context, host string) ([]net.IPAddr, error)
@@ -66,6 +73,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxManifestSize <= 0 {
 		cfg.MaxManifestSize = DefaultMaxManifestSize
+	}
+	if cfg.ListTimeout <= 0 {
+		cfg.ListTimeout = DefaultListTimeout
+	}
+	if cfg.MaxListSize <= 0 {
+		cfg.MaxListSize = DefaultMaxListSize
 	}
 	if cfg.LookupIPAddr == nil {
 		cfg.LookupIPAddr = net.DefaultResolver.LookupIPAddr

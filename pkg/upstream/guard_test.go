@@ -163,7 +163,7 @@ func TestRebindingRefusedAtDial(t *testing.T) {
 	if err := c.Check(ctx, "rebind.test"); err != nil {
 		t.Fatalf("Check while public: %v", err)
 	}
-	_, err := c.Resolve(ctx, "rebind.test", "library/nginx", "latest")
+	_, err := c.Resolve(ctx, "rebind.test", "library/nginx", "latest", nil)
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Resolve after rebinding = %v, want ErrRefused", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
@@ -16,9 +17,15 @@ const (
 	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
 )
 
-// manifestAccept lists the manifest types Shoal can pass on. Without it some
-// registries fall back to converting to the obsolete schema1.
-func manifestAccept() http.Header {
+// manifestAccept is the Accept header sent for manifests: the client's own
+// values, so that a registry that negotiates (Docker schema 2 or OCI, an
+// index or one platform's manifest) answers as it would answer the client;
+// without any, the types Shoal can pass on, since some registries would
+// otherwise convert to the obsolete schema1.
+func manifestAccept(accept []string) http.Header {
+	if len(accept) > 0 {
+		return http.Header{"Accept": slices.Clone(accept)}
+	}
 	return http.Header{"Accept": {strings.Join([]string{
 		ocispec.MediaTypeImageIndex,
 		ocispec.MediaTypeImageManifest,
@@ -27,12 +34,13 @@ func manifestAccept() http.Header {
 	}, ", ")}}
 }
 
-// Resolve resolves name:tag on the upstream for ns to a descriptor. It asks
+// Resolve resolves name:tag on the upstream for ns to a descriptor, asking
+// with accept (the client's Accept values; nil for Shoal's own list). It asks
 // with HEAD and uses Docker-Content-Digest, Content-Length and Content-Type;
 // when any of those is missing or unusable it GETs the manifest and
 // describes the bytes it got (verifying them against Docker-Content-Digest
 // when that is present). The whole call is bounded by Config.TagTimeout.
-func (c *Client) Resolve(ctx context.Context, ns, name, tag string) (ocispec.Descriptor, error) {
+func (c *Client) Resolve(ctx context.Context, ns, name, tag string, accept []string) (ocispec.Descriptor, error) {
 	if err := checkName(name); err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -47,7 +55,7 @@ func (c *Client) Resolve(ctx context.Context, ns, name, tag string) (ocispec.Des
 	defer cancel()
 	path := "/v2/" + name + "/manifests/" + tag
 
-	resp, err := c.do(ctx, t, http.MethodHead, name, path, manifestAccept(), http.StatusOK)
+	resp, err := c.do(ctx, t, http.MethodHead, name, path, nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -59,7 +67,7 @@ func (c *Client) Resolve(ctx context.Context, ns, name, tag string) (ocispec.Des
 	}
 	c.log.Debug("upstream: HEAD did not describe the manifest, falling back to GET", "ns", t.ns, "name", name, "tag", tag)
 
-	resp, err = c.do(ctx, t, http.MethodGet, name, path, manifestAccept(), http.StatusOK)
+	resp, err = c.do(ctx, t, http.MethodGet, name, path, nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -81,10 +89,11 @@ func (c *Client) Resolve(ctx context.Context, ns, name, tag string) (ocispec.Des
 	}, nil
 }
 
-// Manifest fetches the manifest dgst and returns its bytes, verified against
-// dgst, and its media type (the upstream's Content-Type, or the type the
-// manifest declares when the upstream sent none or a generic one).
-func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Digest) ([]byte, string, error) {
+// Manifest fetches the manifest dgst, asking with accept as Resolve does,
+// and returns its bytes, verified against dgst, and its media type (the
+// upstream's Content-Type, or the type the manifest declares when the
+// upstream sent none or a generic one).
+func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Digest, accept []string) ([]byte, string, error) {
 	if err := checkName(name); err != nil {
 		return nil, "", err
 	}
@@ -95,7 +104,7 @@ func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Dige
 	if err != nil {
 		return nil, "", err
 	}
-	resp, err := c.do(ctx, t, http.MethodGet, name, "/v2/"+name+"/manifests/"+dgst.String(), manifestAccept(), http.StatusOK)
+	resp, err := c.do(ctx, t, http.MethodGet, name, "/v2/"+name+"/manifests/"+dgst.String(), nil, manifestAccept(accept), http.StatusOK)
 	if err != nil {
 		return nil, "", err
 	}
@@ -115,17 +124,22 @@ func (c *Client) Manifest(ctx context.Context, ns, name string, dgst digest.Dige
 
 // readManifest reads and closes the body, refusing more than MaxManifestSize.
 func (c *Client) readManifest(resp *http.Response) ([]byte, error) {
+	return readLimited(resp, c.cfg.MaxManifestSize, "manifest")
+}
+
+// readLimited reads and closes the body of what (for errors), refusing more
+// than limit bytes.
+func readLimited(resp *http.Response, limit int64, what string) ([]byte, error) {
 	defer resp.Body.Close()
-	limit := c.cfg.MaxManifestSize
 	if resp.ContentLength > limit {
-		return nil, unavailablef("manifest of %d bytes exceeds the %d-byte limit", resp.ContentLength, limit)
+		return nil, unavailablef("%s of %d bytes exceeds the %d-byte limit", what, resp.ContentLength, limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, unavailablef("reading manifest: %w", err)
+		return nil, unavailablef("reading %s: %w", what, err)
 	}
 	if int64(len(body)) > limit {
-		return nil, unavailablef("manifest exceeds the %d-byte limit", limit)
+		return nil, unavailablef("%s exceeds the %d-byte limit", what, limit)
 	}
 	return body, nil
 }

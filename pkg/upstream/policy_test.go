@@ -147,10 +147,10 @@ func TestRefusedBeforeAnyRequest(t *testing.T) {
 	ctx := context.Background()
 	d := reg.addBlob([]byte("x"))
 	for _, ns := range []string{"127.0.0.1", "[::1]", "169.254.169.254", "loopback.test", "bad ns"} {
-		if _, err := c.Resolve(ctx, ns, "library/nginx", "latest"); !errors.Is(err, ErrRefused) {
+		if _, err := c.Resolve(ctx, ns, "library/nginx", "latest", nil); !errors.Is(err, ErrRefused) {
 			t.Errorf("Resolve(ns=%q) = %v, want ErrRefused", ns, err)
 		}
-		if _, _, err := c.Manifest(ctx, ns, "library/nginx", d); !errors.Is(err, ErrRefused) {
+		if _, _, err := c.Manifest(ctx, ns, "library/nginx", d, nil); !errors.Is(err, ErrRefused) {
 			t.Errorf("Manifest(ns=%q) = %v, want ErrRefused", ns, err)
 		}
 		if _, _, err := c.Blob(ctx, ns, "library/nginx", d, 0); !errors.Is(err, ErrRefused) {
