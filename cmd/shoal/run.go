@@ -43,6 +43,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		k8sService   = fs.String("kubernetes-service", "shoal", "with --bootstrap-kubernetes: the Service whose EndpointSlices list the Shoal pods (namespace from POD_NAMESPACE)")
 		secretFile   = fs.String("p2p-secret-file", "", "file with the cluster's 32-byte pre-shared key (64 hex characters): only nodes that hold it can join the DHT")
 		strict       = fs.Bool("upstream-strict", false, "refuse every ns that no --upstream lists")
+		swarmOn      = fs.Bool("swarm", true, "share blobs with peers while they arrive, so a herd of nodes costs the upstream about one copy; false makes the node act like a version without the swarm")
 		resync       = fs.Duration("resync-interval", time.Minute, "how often the advertiser re-walks containerd's images (garbage collection sends no events; containerd 1.6 sends no content events)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error (debug logs one line per request)")
 		logFormat    = fs.String("log-format", "json", "json or text")
@@ -94,6 +95,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Upstreams:           ups,
 		UpstreamStrict:      *strict,
 		ResyncInterval:      *resync,
+		DisableSwarm:        !*swarmOn,
 		Logger:              log,
 	})
 }

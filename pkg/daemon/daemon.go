@@ -18,10 +18,13 @@ import (
 
 	"github.com/shoalproject/shoal/pkg/debug"
 	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/peer"
 	"github.com/shoalproject/shoal/pkg/registry"
 	"github.com/shoalproject/shoal/pkg/store"
+	"github.com/shoalproject/shoal/pkg/swarm"
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
 
@@ -47,6 +50,14 @@ type Config struct {
 	Upstreams      map[string]string
 	UpstreamStrict bool
 	ResyncInterval time.Duration // advertiser's full re-walk of containerd
+
+	// Limits are the pull path's timeouts and caps (pkg/limits); zero
+	// fields take the defaults.
+	Limits limits.Limits
+	// DisableSwarm makes the node behave as one of a version without the
+	// swarm (for mixed-version tests and rollbacks): it neither asks nor
+	// answers swarm questions, and is not a member.
+	DisableSwarm bool
 
 	// ShutdownTimeout bounds how long in-flight responses may take to finish
 	// after SIGTERM. Default 30s.
@@ -78,8 +89,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	lim := cfg.Limits.WithDefaults()
 	transfers, err := inflight.New(inflight.Config{
-		Dir: filepath.Join(cfg.DataDir, "spool"), Logger: log.With("component", "inflight"),
+		Dir: filepath.Join(cfg.DataDir, "spool"), Limits: lim, Logger: log.With("component", "inflight"),
 	})
 	if err != nil {
 		return err
@@ -108,8 +120,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer func() { stopP2P(); net2.router.Close() }()
 
-	chain := mirror.New(mirror.Config{Local: st, Peers: peers{net2.router}, Upstream: up, Transfers: transfers,
-		Metrics: met, Logger: log.With("component", "mirror")})
+	sw := swarm.New(swarm.Config{Net: swarmNet{net2.router}, Limits: lim, Logger: log.With("component", "swarm")})
+	swarmCfg := peer.SwarmConfig{Planner: sw, Announcer: net2.router,
+		Refused: func(err error) bool { return errors.Is(err, upstream.ErrNotFound) }}
+	share := sw.Active
+	if cfg.DisableSwarm {
+		// As a node of a version without the swarm: not a member, no plans.
+		swarmCfg, share = peer.SwarmConfig{}, nil
+	} else {
+		net2.router.ServeSwarm(sw.Handle)
+	}
+	peers := peer.New(peer.Config{Finder: finder{net2.router}, Limits: lim, Swarm: swarmCfg,
+		Logger: log.With("component", "peer")})
+	chain := mirror.New(mirror.Config{Local: st, Peers: peers, Upstream: up, Transfers: transfers, Share: share,
+		Limits: lim, Metrics: met, Logger: log.With("component", "mirror")})
 	history := debug.NewHistory(100)
 	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Lists: up, LocalTags: st, Metrics: met, OnRequest: history.Add,
 		Logger: log.With("component", "registry")}), log)

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
+	libp2ppeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoalproject/shoal/pkg/advertiser"
 	"github.com/shoalproject/shoal/pkg/debug"
 	"github.com/shoalproject/shoal/pkg/metrics"
-	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/peer"
 	"github.com/shoalproject/shoal/pkg/routing"
 	"github.com/shoalproject/shoal/pkg/routing/bootstrap"
 	"github.com/shoalproject/shoal/pkg/store"
@@ -115,17 +115,17 @@ func bootstrapFunc(ctx context.Context, cfg Config, log *slog.Logger) (bootstrap
 	return bootstrap.Combine(fns...), nil
 }
 
-// peers adapts the router to the chain's Peers interface.
-type peers struct{ r *routing.Router }
+// finder adapts the router to the peer client's Finder.
+type finder struct{ r *routing.Router }
 
-func (p peers) Find(ctx context.Context, key string) <-chan mirror.Provider {
-	in := p.r.Lookup(ctx, key)
-	out := make(chan mirror.Provider)
+func (f finder) Find(ctx context.Context, key string) <-chan peer.Provider {
+	in := f.r.Lookup(ctx, key)
+	out := make(chan peer.Provider)
 	go func() {
 		defer close(out)
 		for prov := range in {
 			select {
-			case out <- mirror.Provider{ID: prov.ID.String(), URL: prov.MirrorURL}:
+			case out <- peer.Provider{ID: prov.ID.String(), URL: prov.MirrorURL}:
 			case <-ctx.Done():
 				return
 			}
@@ -134,10 +134,27 @@ func (p peers) Find(ctx context.Context, key string) <-chan mirror.Provider {
 	return out
 }
 
-func (p peers) Demote(id string, d time.Duration) {
-	if pid, err := peer.Decode(id); err == nil {
-		p.r.Demote(pid, d)
+func (f finder) Resolve(ctx context.Context, id string) (peer.Provider, error) {
+	p, err := f.r.Resolve(ctx, id)
+	if err != nil {
+		return peer.Provider{}, err
 	}
+	return peer.Provider{ID: p.ID.String(), URL: p.MirrorURL}, nil
+}
+
+func (f finder) Demote(id string, d time.Duration) {
+	if pid, err := libp2ppeer.Decode(id); err == nil {
+		f.r.Demote(pid, d)
+	}
+}
+
+// swarmNet adapts the router to the swarm's Net.
+type swarmNet struct{ r *routing.Router }
+
+func (n swarmNet) Self() string      { return n.r.SelfID() }
+func (n swarmNet) Members() []string { return n.r.SwarmMembers() }
+func (n swarmNet) Ask(ctx context.Context, to string, req []byte) ([]byte, error) {
+	return n.r.AskSwarm(ctx, to, req)
 }
 
 // debugPeers is the /debug/peers document.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoalproject/shoal/pkg/limits"
 )
 
 // ErrNoSource means no source could supply the blob.
@@ -41,31 +44,36 @@ type Demoter interface {
 	Demote(err error)
 }
 
-// maxAttempts bounds how often one source is re-opened after mid-stream failures.
-const maxAttempts = 3
+// Finisher is implemented by sources that want to know how the transfer
+// ended: nil once verified, or its final error. It is called before readers
+// learn the outcome, so a source can tell others first.
+type Finisher interface {
+	Finished(err error)
+}
+
+var (
+	// ErrFinal, wrapped in an error from Source.Open, ends the transfer at
+	// once: no later source could do better (the upstream refused the blob,
+	// and every node knows it).
+	ErrFinal = errors.New("no source will have it")
+	// ErrRestart, wrapped in an error from Source.Open, says the untrusted
+	// bytes already received are suspect without anyone having lied (the peer
+	// that relayed them rejected the blob itself): they are dropped, nobody is
+	// demoted, and the source is opened again at offset 0.
+	ErrRestart = errors.New("start again from the first byte")
+	// ErrBusy: a peer asked to read a transfer that already feeds as many
+	// peers as it may.
+	ErrBusy = errors.New("transfer feeds enough peers already")
+)
 
 // Config configures a Manager.
 type Config struct {
-	// Dir holds spool files. They are unlinked as soon as they are created, so a
-	// crash leaves nothing behind and unverified bytes are never kept.
+	// Dir holds spool files (spool.go).
 	Dir string
-	// MaxSize refuses larger blobs (a hostile source could stream forever).
-	// Default 64 GiB.
-	MaxSize int64
-	// Linger is how long a transfer without readers stays: an abandoned one keeps
-	// going that long in case the client comes back with a Range request, and a
-	// completed one stays servable. Default 30s.
-	Linger time.Duration
-	// StallTimeout abandons a source that sends nothing for this long, so a
-	// body that stops without closing cannot hang every request for the
-	// blob; the next attempt resumes. Default 30s.
-	StallTimeout time.Duration
-	// ChunkSize and WindowChunks size each transfer's memory window
-	// (window.go): the most recent ChunkSize*WindowChunks bytes are held in
-	// memory. Defaults 256 KiB and 8.
-	ChunkSize    int
-	WindowChunks int
-	Logger       *slog.Logger
+	// Limits: MaxBlobSize, Linger, UpstreamStall, ChunkSize, WindowChunks
+	// and SourceAttempts apply here; zero fields take the defaults.
+	Limits limits.Limits
+	Logger *slog.Logger
 }
 
 // Manager deduplicates transfers by digest.
@@ -87,25 +95,15 @@ type entry struct {
 	timer    *time.Timer
 }
 
-// New creates the spool directory if needed.
+// New creates the spool directory if needed, and empties it of spool files
+// an earlier process left.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("inflight: Dir is required")
 	}
-	if cfg.MaxSize <= 0 {
-		cfg.MaxSize = 64 << 30
-	}
-	if cfg.Linger <= 0 {
-		cfg.Linger = 30 * time.Second
-	}
-	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = 30 * time.Second
-	}
-	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = 256 << 10
-	}
-	if cfg.WindowChunks < 2 {
-		cfg.WindowChunks = 8
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Limits.WindowChunks < 2 {
+		cfg.Limits.WindowChunks = 2
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -117,7 +115,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("inflight: removing spool files left by an earlier run: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, pool: newChunkPool(cfg.ChunkSize, 2*cfg.WindowChunks), ctx: ctx, cancel: cancel,
+	return &Manager{cfg: cfg, pool: newChunkPool(cfg.Limits.ChunkSize, 2*cfg.Limits.WindowChunks), ctx: ctx, cancel: cancel,
 		transfers: map[digest.Digest]*entry{}}, nil
 }
 
@@ -154,7 +152,9 @@ func (m *Manager) InFlight(dgst digest.Digest) bool {
 
 // Fetch returns a reader for dgst, joining the transfer in flight if there is
 // one, or starting one from sources otherwise. It returns once a source has
-// answered, so a miss costs one round trip per source and no more.
+// answered, so a miss costs one round trip per source and no more; for the
+// node's own reader of held (untrusted) bytes, once they have verified, so
+// that it is only ever told a size that is proven (trust.go).
 func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Source, opts ...Option) (*Reader, error) {
 	var o options
 	for _, opt := range opts {
@@ -184,9 +184,16 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 		e.timer = nil
 	}
 	var err error
-	if len(t.readers) > 0 || o.shared {
+	if o.relay {
+		r.relay = true
+		if t.relays() >= o.maxRelays {
+			err = ErrBusy
+		}
+	}
+	if err == nil && (len(t.readers) > 0 || o.shared || o.relay) {
 		// Two readers cannot share one stream through memory (the slower
-		// would hold the faster back): from here on the transfer spools.
+		// would hold the faster back), and a peer reads at its own pace:
+		// from here on the transfer spools.
 		err = t.startSpool()
 	}
 	t.readers = append(t.readers, r)
@@ -197,7 +204,7 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 		return nil, err
 	}
 
-	size, err := t.waitOpen(ctx)
+	size, err := t.waitOpen(ctx, !r.relay)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -209,12 +216,24 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 // Option adjusts one Fetch.
 type Option func(*options)
 
-type options struct{ shared bool }
+type options struct {
+	shared    bool
+	relay     bool
+	maxRelays int
+}
 
 // Shared makes the transfer spool from now on, even with one reader, because
 // others are expected to follow it at their own pace (peers, in a cluster):
 // a late reader can then start at any offset.
 func Shared() Option { return func(o *options) { o.shared = true } }
+
+// Relay makes the reader a peer's: it may read bytes that are not verified
+// yet (the peer verifies them itself before its containerd sees any; see
+// trust.go), and it is refused with ErrBusy when max peers already read the
+// transfer.
+func Relay(max int) Option {
+	return func(o *options) { o.relay, o.maxRelays = true, max }
+}
 
 // detach forgets e without stopping it while it has readers. m.mu is held.
 func (m *Manager) detach(e *entry) {
@@ -252,7 +271,7 @@ func (m *Manager) idle(e *entry) {
 		m.wg.Go(func() { m.release(e) })
 		return
 	}
-	e.timer = time.AfterFunc(m.cfg.Linger, func() { m.release(e) })
+	e.timer = time.AfterFunc(m.cfg.Limits.Linger, func() { m.release(e) })
 }
 
 // release forgets a transfer that nobody reads, stopping it if unfinished.
@@ -279,37 +298,100 @@ func (m *Manager) release(e *entry) {
 // ones, so that held-back (untrusted) bytes always start at offset 0 and a bad
 // transfer can restart from scratch without any reader having seen a byte.
 func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
-	log := m.cfg.Logger.With("digest", t.dgst)
-	h := t.dgst.Algorithm().Hash()
-	var errs []error
-	var contributors []Source // untrusted sources whose bytes are in the spool
+	f := &filler{m: m, t: t, h: t.dgst.Algorithm().Hash(), log: m.cfg.Logger.With("digest", t.dgst)}
+	err := f.fill(ctx, sources)
+	// Sources hear the outcome before readers do (Finisher).
 	for _, src := range sources {
-		for attempt := 0; attempt < maxAttempts; attempt++ {
+		if fin, ok := src.(Finisher); ok {
+			fin.Finished(err)
+		}
+	}
+	if err != nil {
+		m.fail(t, err)
+		return
+	}
+	t.advance(func() {
+		t.done = true
+		if t.size < 0 {
+			t.size = t.written
+		}
+	})
+}
+
+// filler is one transfer's filling state.
+type filler struct {
+	m            *Manager
+	t            *Transfer
+	h            hash.Hash
+	log          *slog.Logger
+	errs         []error
+	contributors []Source // untrusted sources whose bytes are in the transfer
+}
+
+// fill returns nil once the blob has verified.
+func (f *filler) fill(ctx context.Context, sources []Source) error {
+	t, lim := f.t, f.m.cfg.Limits
+	for _, src := range sources {
+		for attempt := 0; attempt < lim.SourceAttempts; attempt++ {
 			t.mu.Lock()
-			off, size := t.written, t.size
+			off, size, sizeOK := t.written, t.size, t.sizeOK
 			t.mu.Unlock()
 			actx, stall := context.WithCancel(ctx)
 			body, srcSize, err := src.Open(actx, off)
 			if err != nil {
 				stall()
-				errs = append(errs, err)
+				if errors.Is(err, ErrRestart) && f.restartable() {
+					f.log.Info("source asks to start again; dropping held bytes", "source", src.Kind(), "err", err)
+					if err := f.restart(); err != nil {
+						return errors.Join(append(f.errs, err)...)
+					}
+					continue
+				}
+				f.errs = append(f.errs, err)
+				if errors.Is(err, ErrFinal) {
+					return errors.Join(f.errs...)
+				}
 				break // this source has nothing (more) to offer
 			}
-			if err := m.accept(t, src, srcSize, size); err != nil {
+			if size >= 0 && srcSize >= 0 && srcSize != size && !sizeOK && f.restartable() {
+				// The size we have came from an untrusted source. A trusted
+				// one contradicting it proves that source lied; another
+				// untrusted one proves nothing yet, but its word is as good,
+				// and the digest will tell. Either way the held bytes go.
+				lie := fmt.Errorf("%w: declared %d bytes, %s declares %d", ErrSizeChanged, size, src.Kind(), srcSize)
+				if src.Trusted() {
+					f.blame(lie)
+				}
+				f.log.Warn("sources disagree on the size; dropping held bytes", "err", lie)
+				if err := f.restart(); err != nil {
+					stall()
+					body.Close()
+					return errors.Join(append(f.errs, err)...)
+				}
+				t.advance(func() { t.size = -1 })
+				size = -1
+				if off != 0 {
+					// Its body starts where the held bytes ended: open it
+					// again from the first byte.
+					stall()
+					body.Close()
+					continue
+				}
+			}
+			if err := f.m.accept(t, src, srcSize, size); err != nil {
 				stall()
 				body.Close()
-				errs = append(errs, err)
+				f.errs = append(f.errs, err)
 				if errors.Is(err, errFatal) {
-					m.fail(t, errors.Join(errs...))
-					return
+					return errors.Join(f.errs...)
 				}
 				break
 			}
-			if !src.Trusted() && !slices.Contains(contributors, src) {
-				contributors = append(contributors, src)
+			if !src.Trusted() && !slices.Contains(f.contributors, src) {
+				f.contributors = append(f.contributors, src)
 			}
-			wd := &watchdog{d: m.cfg.StallTimeout, t: time.AfterFunc(m.cfg.StallTimeout, stall)}
-			err = t.fill(ctx, body, h, m.cfg.MaxSize, wd)
+			wd := &watchdog{d: lim.UpstreamStall, t: time.AfterFunc(lim.UpstreamStall, stall)}
+			err = t.fill(ctx, body, f.h, lim.MaxBlobSize, wd)
 			wd.t.Stop()
 			body.Close()
 			stall()
@@ -321,52 +403,63 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					m.fail(t, ctx.Err())
-					return
+					return ctx.Err()
 				}
-				log.Warn("source failed mid-stream; resuming", "source", src.Kind(), "offset", written, "err", err)
-				errs = append(errs, err)
+				f.log.Warn("source failed mid-stream; resuming", "source", src.Kind(), "offset", written, "err", err)
+				f.errs = append(f.errs, err)
 				continue
 			}
-			got := digest.NewDigest(t.dgst.Algorithm(), h)
+			got := digest.NewDigest(t.dgst.Algorithm(), f.h)
 			if got == t.dgst {
-				t.advance(func() {
-					t.done = true
-					if t.size < 0 {
-						t.size = t.written
-					}
-				})
-				return
+				return nil
 			}
 			bad := fmt.Errorf("%w: %s sent %s", ErrDigestMismatch, src.Kind(), got)
-			errs = append(errs, bad)
-			if len(contributors) == 0 {
+			f.errs = append(f.errs, bad)
+			if !f.restartable() {
 				// Trusted bytes were already streamed: every reader must abort.
-				log.Error("digest mismatch; transfer aborted", "source", src.Kind(), "got", got)
-				m.fail(t, bad)
-				return
+				f.log.Error("digest mismatch; transfer aborted", "source", src.Kind(), "got", got)
+				return bad
 			}
 			// Held-back bytes: nobody saw them, so blame the untrusted
 			// sources that wrote them and start again from offset 0, with
 			// this source once more (a peer source moves on to its next
 			// provider), then the others.
-			log.Warn("digest mismatch from untrusted sources; restarting", "got", got)
-			for _, c := range contributors {
-				if d, ok := c.(Demoter); ok {
-					d.Demote(bad)
-				}
-			}
-			contributors = nil
-			if err := t.reset(h); err != nil {
-				m.fail(t, errors.Join(bad, err))
-				return
+			f.log.Warn("digest mismatch from untrusted sources; restarting", "got", got)
+			f.blame(bad)
+			if err := f.restart(); err != nil {
+				return errors.Join(bad, err)
 			}
 		}
 	}
-	if len(errs) == 0 {
-		errs = append(errs, ErrNoSource)
+	if len(f.errs) == 0 {
+		f.errs = append(f.errs, ErrNoSource)
 	}
-	m.fail(t, errors.Join(errs...))
+	return errors.Join(f.errs...)
+}
+
+// restartable: every byte in the transfer is held, so no reader of the
+// node's own has seen one, and the transfer may start again from zero.
+func (f *filler) restartable() bool {
+	f.t.mu.Lock()
+	defer f.t.mu.Unlock()
+	return f.t.held || f.t.written == 0
+}
+
+// blame tells the untrusted sources whose bytes are in the transfer that
+// they were bad.
+func (f *filler) blame(err error) {
+	for _, c := range f.contributors {
+		if d, ok := c.(Demoter); ok {
+			d.Demote(err)
+		}
+	}
+	f.contributors = nil
+}
+
+// restart drops the held bytes and starts from offset 0.
+func (f *filler) restart() error {
+	f.contributors = nil
+	return f.t.reset(f.h)
 }
 
 // errFatal marks a setup failure that no other source can fix.
@@ -375,8 +468,8 @@ var errFatal = errors.New("fatal")
 // accept publishes the transfer as opened by src, creating the spool on first
 // use, and checks src's declared size against what is known.
 func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
-	if srcSize > m.cfg.MaxSize {
-		return fmt.Errorf("%s: size %d over the %d limit", src.Kind(), srcSize, m.cfg.MaxSize)
+	if srcSize > m.cfg.Limits.MaxBlobSize {
+		return fmt.Errorf("%s: size %d over the %d limit", src.Kind(), srcSize, m.cfg.Limits.MaxBlobSize)
 	}
 	if size >= 0 && srcSize >= 0 && srcSize != size {
 		return fmt.Errorf("%s: size %d, expected %d", src.Kind(), srcSize, size)

@@ -14,14 +14,20 @@ import (
 // WriteRange streams a range straight from the window (or by sendfile from
 // the spool) without an intermediate copy.
 type Reader struct {
-	t      *Transfer
-	ctx    context.Context
-	off    int64
-	size   int64
-	pos    int64    // where this reader needs bytes from; guarded by t.mu (window.go)
-	end    int64    // where its range ends (exclusive), -1 for no end; guarded by t.mu
-	f      *os.File // this reader's own descriptor on the spool, opened when needed
-	closed bool
+	t     *Transfer
+	ctx   context.Context
+	off   int64
+	size  int64
+	pos   int64 // where this reader needs bytes from; guarded by t.mu (window.go)
+	end   int64 // where its range ends (exclusive), -1 for no end; guarded by t.mu
+	relay bool  // a peer's reader (trust.go)
+	// started and gen (guarded by t.mu): the transfer's generation when this
+	// reader first asked for bytes.
+	started   bool
+	gen       int
+	delivered bool     // it has been given bytes
+	f         *os.File // this reader's own descriptor on the spool, opened when needed
+	closed    bool
 }
 
 // Size is the blob's size, or -1 when no source declared it.
@@ -43,7 +49,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	sp, err := r.t.next(r.ctx, r, r.off, r.size, int64(len(p)))
+	sp, err := r.t.next(r.ctx, r, r.off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
@@ -71,7 +77,7 @@ func (r *Reader) WriteRange(w io.Writer, off, n int64) (int64, error) {
 	r.t.advance(func() { r.pos, r.end = off, off+n })
 	var written int64
 	for written < n {
-		sp, err := r.t.next(r.ctx, r, r.off, r.size, min(n-written, maxSpan))
+		sp, err := r.t.next(r.ctx, r, r.off, min(n-written, maxSpan))
 		if errors.Is(err, io.EOF) {
 			return written, io.ErrUnexpectedEOF
 		}

@@ -14,6 +14,9 @@ import (
 // ErrDigestMismatch means the bytes a source sent do not hash to the digest.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
+// errRestarted: the transfer started again from offset 0 under a reader.
+var errRestarted = errors.New("transfer restarted from the first byte")
+
 // ErrGone means a reader asked for bytes this transfer no longer holds: they
 // left the memory window before anything spooled them (a late reader, or a
 // Range request far behind). The caller answers as for a miss.
@@ -96,6 +99,7 @@ func (t *Transfer) reset(h hash.Hash) error {
 		t.dropWindow()
 		err = t.truncateSpool()
 		t.written, t.received, t.held = 0, 0, false
+		t.opened = false // readers waiting for a source wait for the next one
 		if !t.sizeOK {
 			t.size = -1 // an untrusted source may have lied about the size too
 		}
@@ -103,15 +107,17 @@ func (t *Transfer) reset(h hash.Hash) error {
 	return err
 }
 
-// waitOpen blocks until a source has answered (or the transfer failed).
-func (t *Transfer) waitOpen(ctx context.Context) (size int64, err error) {
+// waitOpen blocks until a source has answered (or the transfer failed), and
+// with proven, until no held byte is in the way: the bytes verified, or they
+// come from a trusted source.
+func (t *Transfer) waitOpen(ctx context.Context, proven bool) (size int64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for {
 		if t.err != nil {
 			return 0, t.err
 		}
-		if t.opened {
+		if t.opened && (!proven || t.done || !t.held) {
 			return t.size, nil
 		}
 		if err := t.wakeup(ctx); err != nil {
@@ -146,12 +152,12 @@ func (t *Transfer) room(ctx context.Context) (*chunk, error) {
 		if n := len(t.chunks); n > 0 && len(t.chunks[n-1].buf) < cap(t.chunks[n-1].buf) {
 			return t.chunks[n-1], nil
 		}
-		if len(t.chunks) >= t.m.cfg.WindowChunks {
+		if len(t.chunks) >= t.m.cfg.Limits.WindowChunks {
 			// Only when full: what stays in the window may still serve a
 			// reader that joins late, or comes back with a Range request.
 			t.evict()
 		}
-		if len(t.chunks) < t.m.cfg.WindowChunks {
+		if len(t.chunks) < t.m.cfg.Limits.WindowChunks {
 			c := &chunk{off: t.received, buf: t.m.pool.get()}
 			t.chunks = append(t.chunks, c)
 			return c, nil
@@ -265,23 +271,34 @@ type span struct {
 	fileN int64
 }
 
-// next waits until bytes at off are readable and returns at most max of
-// them. declared is the size the reader announced (trust.go). The caller
-// must call done with the span.
-func (t *Transfer) next(ctx context.Context, r *Reader, off, declared, max int64) (span, error) {
+// next waits until bytes at off are readable by r (trust.go) and returns at
+// most max of them. The caller must call spanDone with the span.
+func (t *Transfer) next(ctx context.Context, r *Reader, off, max int64) (span, error) {
+	declared := r.size
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if r.pos != off {
 		t.broadcast(func() { r.pos = off }) // the filler may wait for this reader to move on
 	}
+	if !r.started {
+		r.started, r.gen = true, t.gen
+	}
 	for {
 		if t.err != nil {
 			return span{}, t.err
 		}
+		if r.gen != t.gen {
+			if r.relay && r.delivered {
+				// The transfer dropped held bytes this reader (a peer's)
+				// has sent on: its body must be aborted, never completed.
+				return span{}, errRestarted
+			}
+			r.gen = t.gen // it saw nothing of what was dropped
+		}
 		if t.done && declared >= 0 && t.size != declared {
 			return span{}, fmt.Errorf("%w: announced %d, verified %d", ErrSizeChanged, declared, t.size)
 		}
-		if avail := t.readable(declared); off < avail {
+		if avail := t.readable(declared, r.relay); off < avail {
 			n := min(avail-off, max)
 			if c := t.windowChunk(off); c != nil {
 				c.pins++
@@ -307,6 +324,7 @@ func (t *Transfer) spanDone(r *Reader, sp span, pos int64) {
 	defer t.mu.Unlock()
 	t.broadcast(func() {
 		r.pos = pos
+		r.delivered = true
 		if sp.c != nil {
 			t.unpin(sp.c)
 		}
@@ -322,4 +340,15 @@ func (t *Transfer) spoolPath() string {
 		return ""
 	}
 	return t.spool.path
+}
+
+// relays counts the peers reading the transfer. t.mu is held.
+func (t *Transfer) relays() int {
+	n := 0
+	for _, r := range t.readers {
+		if r.relay {
+			n++
+		}
+	}
+	return n
 }

@@ -16,15 +16,20 @@ package inflight
 //     announced, so that no response can end cleanly on unproven bytes. On a
 //     mismatch the reader gets an error and the HTTP layer aborts the
 //     connection.
+//   - A peer's reader (a relay reader: another node following this transfer)
+//     gets held bytes as they arrive too, all but the final byte, because
+//     that node holds them for its own containerd until it has verified the
+//     whole blob itself. This is what lets a herd stream a blob through a
+//     tree of nodes while it arrives.
 
 // readable is how far, from offset 0, a reader that announced declared bytes
 // (-1: none) may read now. t.mu is held.
-func (t *Transfer) readable(declared int64) int64 {
+func (t *Transfer) readable(declared int64, relay bool) int64 {
 	var n int64
 	switch {
 	case t.done:
 		return t.written
-	case t.held || t.written == 0:
+	case t.written == 0 || (t.held && !relay):
 		return 0
 	default:
 		n = t.written - 1

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/registry"
 	"github.com/shoalproject/shoal/pkg/store"
@@ -67,7 +68,7 @@ func benchColdBlob(b *testing.B, spool bool) {
 	b.ResetTimer()
 	for b.Loop() {
 		b.StopTimer()
-		tm, err := inflight.New(inflight.Config{Dir: b.TempDir(), Linger: time.Millisecond})
+		tm, err := inflight.New(inflight.Config{Dir: b.TempDir(), Limits: limits.Limits{Linger: time.Millisecond}})
 		if err != nil {
 			b.Fatal(err)
 		}

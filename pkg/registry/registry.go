@@ -20,6 +20,7 @@ import (
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/oci"
+	"github.com/shoalproject/shoal/pkg/peer"
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
 
@@ -151,7 +152,7 @@ func (g *Registry) parse(r *http.Request) (mirror.Request, error) {
 	if err != nil {
 		return mirror.Request{}, err
 	}
-	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead, FromPeer: r.Header.Get(mirror.PeerHeader) != ""}
+	req := mirror.Request{Request: parsed, HeadOnly: r.Method == http.MethodHead, FromPeer: r.Header.Get(peer.Header) != ""}
 	if req.Accept, err = acceptValues(r.Header); err != nil {
 		return req, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/store"
@@ -150,7 +151,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	spool := t.TempDir()
-	transfers, err := inflight.New(inflight.Config{Dir: spool, Linger: time.Second})
+	transfers, err := inflight.New(inflight.Config{Dir: spool, Limits: limits.Limits{Linger: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

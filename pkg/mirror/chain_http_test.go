@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,8 +20,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/oci"
+	"github.com/shoalproject/shoal/pkg/peer"
 	"github.com/shoalproject/shoal/pkg/store"
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
@@ -51,7 +54,7 @@ func startPeer(t *testing.T, id string, data []byte, b peerBehaviour, release <-
 	p := &testPeer{id: id}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.hits.Add(1)
-		if r.Header.Get(mirror.PeerHeader) == "" {
+		if r.Header.Get(peer.Header) == "" {
 			p.unmarked.Add(1)
 		}
 		if r.Header.Get("Range") != "" {
@@ -96,14 +99,27 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // fetch state machine, not routing (pkg/routing has its own tests).
 type fixedPeers struct {
 	mu      sync.Mutex
-	provs   []mirror.Provider
+	provs   []peer.Provider
 	finds   atomic.Int32
 	demoted map[string]time.Duration
 }
 
-func (f *fixedPeers) Find(ctx context.Context, key string) <-chan mirror.Provider {
+func (f *fixedPeers) Resolve(ctx context.Context, id string) (peer.Provider, error) {
+	for _, p := range f.provs {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return peer.Provider{}, errors.New("unknown peer")
+}
+
+func (f *fixedPeers) Find(ctx context.Context, key string) <-chan peer.Provider {
 	f.finds.Add(1)
-	ch := make(chan mirror.Provider, len(f.provs))
+	ch := make(chan peer.Provider, len(f.provs))
+	if strings.HasPrefix(key, "inflight/") {
+		close(ch)
+		return ch
+	}
 	f.mu.Lock()
 	for _, p := range f.provs {
 		if _, bad := f.demoted[p.ID]; !bad {
@@ -140,7 +156,7 @@ func newChain(t *testing.T, data []byte, peers ...*testPeer) *chainFixture {
 	t.Helper()
 	f := &chainFixture{peers: &fixedPeers{demoted: map[string]time.Duration{}}}
 	for _, p := range peers {
-		f.peers.provs = append(f.peers.provs, mirror.Provider{ID: p.id, URL: p.srv.URL})
+		f.peers.provs = append(f.peers.provs, peer.Provider{ID: p.id, URL: p.srv.URL})
 	}
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.upstream.Add(1)
@@ -158,13 +174,13 @@ func newChain(t *testing.T, data []byte, peers ...*testPeer) *chainFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	tr, err := inflight.New(inflight.Config{Dir: t.TempDir(), Linger: time.Millisecond})
+	tr, err := inflight.New(inflight.Config{Dir: t.TempDir(), Limits: limits.Limits{Linger: time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tr.Close)
-	f.m = mirror.New(mirror.Config{Local: st, Peers: f.peers, Upstream: up, Transfers: tr,
-		PeerOptions: mirror.PeerOptions{HeaderWait: time.Minute, StallTimeout: 300 * time.Millisecond}})
+	pc := peer.New(peer.Config{Finder: f.peers, Limits: limits.Limits{PeerHeaders: time.Minute, PeerStall: 300 * time.Millisecond}})
+	f.m = mirror.New(mirror.Config{Local: st, Peers: pc, Upstream: up, Transfers: tr})
 	return f
 }
 
@@ -241,7 +257,7 @@ func TestPeerFetch(t *testing.T) {
 			}
 			for i, p := range peers {
 				if p.unmarked.Load() != 0 {
-					t.Errorf("peer %d got a request without %s", i, mirror.PeerHeader)
+					t.Errorf("peer %d got a request without %s", i, peer.Header)
 				}
 			}
 		})

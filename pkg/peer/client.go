@@ -1,0 +1,155 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoalproject/shoal/pkg/inflight"
+	"github.com/shoalproject/shoal/pkg/limits"
+)
+
+// Header marks a request from another Shoal node: it is answered from the
+// node's own store and its transfers in flight only, never from peers or the
+// upstream, so requests cannot loop.
+const Header = "Shoal-Peer"
+
+// Provider is a peer that has (or is receiving) a key's content.
+type Provider struct {
+	ID  string
+	URL string // the peer's mirror API, e.g. http://10.0.0.5:5000
+}
+
+// Finder is what the peer client needs from routing (pkg/routing).
+type Finder interface {
+	// Find streams the providers of key as they are found; the channel
+	// closes when the look-up ends.
+	Find(ctx context.Context, key string) <-chan Provider
+	// Resolve returns a peer's mirror URL.
+	Resolve(ctx context.Context, id string) (Provider, error)
+	// Demote keeps a peer out of look-ups for d.
+	Demote(id string, d time.Duration)
+}
+
+// InflightKey is the routing key under which a node announces that it is
+// receiving a blob: peers can read a transfer in flight.
+func InflightKey(d digest.Digest) string { return "inflight/" + d.String() }
+
+// Config configures a Client.
+type Config struct {
+	Finder Finder
+	// Limits: PeerDial, PeerHeaders, HedgeDelay, PeerStall, PeerMinRate,
+	// PeerRateWindow and the penalties apply here.
+	Limits limits.Limits
+	// Transport carries requests to peers; nil means plain HTTP.
+	Transport http.RoundTripper
+	// Swarm, when its Planner is set, adds the swarm source to every blob
+	// transfer (follow.go).
+	Swarm SwarmConfig
+	// OnFault observes every demotion (metrics); may be nil.
+	OnFault func(Fault)
+	Logger  *slog.Logger
+}
+
+// Client fetches from other nodes.
+type Client struct {
+	finder  Finder
+	lim     limits.Limits
+	http    *http.Client
+	follow  *http.Client // for transfers in flight: the peer may wait on its own source first
+	swarm   SwarmConfig
+	onFault func(Fault)
+	log     *slog.Logger
+}
+
+// followHeaders bounds the wait for headers from a peer that is itself
+// waiting for its source to answer.
+const followHeaders = 12 * time.Second
+
+// New builds a Client.
+func New(cfg Config) *Client {
+	lim := cfg.Limits.WithDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	mk := func(headers time.Duration) *http.Client {
+		rt := cfg.Transport
+		if rt == nil {
+			rt = &http.Transport{
+				Proxy:                 nil, // peers are dialled directly, never through a proxy
+				DialContext:           (&net.Dialer{Timeout: lim.PeerDial}).DialContext,
+				ResponseHeaderTimeout: headers,
+				DisableCompression:    true,
+				MaxIdleConnsPerHost:   16,
+				IdleConnTimeout:       90 * time.Second,
+			}
+		}
+		return &http.Client{
+			Transport: rt,
+			// A peer answers or it does not; it never sends us elsewhere.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return &Client{finder: cfg.Finder, lim: lim, http: mk(lim.PeerHeaders), follow: mk(followHeaders),
+		swarm: cfg.Swarm, onFault: cfg.OnFault, log: cfg.Logger}
+}
+
+// get sends one marked request to a peer and accepts only wantStatus.
+func (c *Client) get(ctx context.Context, hc *http.Client, method, url string, hdr http.Header, wantStatus int) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set(Header, "1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != wantStatus {
+		resp.Body.Close()
+		return nil, &statusError{resp.Status}
+	}
+	return resp, nil
+}
+
+// statusError: the peer answered, but not with what was asked for. It is no
+// fault of the peer's: a 404 is a plain "not here".
+type statusError struct{ status string }
+
+func (e *statusError) Error() string { return "peer answered " + e.status }
+
+func blobURL(base, name string, dgst digest.Digest) string {
+	return strings.TrimSuffix(base, "/") + "/v2/" + name + "/blobs/" + dgst.String()
+}
+
+// totalSize reads the blob's total size from a 200 or 206 answer, and checks
+// that a 206 starts where we asked.
+func totalSize(resp *http.Response, off int64) (int64, error) {
+	if resp.StatusCode == http.StatusOK {
+		return resp.ContentLength, nil
+	}
+	var start, end, total int64
+	if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &total); err != nil || start != off {
+		return 0, fmt.Errorf("bad Content-Range %q for offset %d", resp.Header.Get("Content-Range"), off)
+	}
+	return total, nil
+}
+
+// BlobSources are a blob's peer sources for a transfer, in order: the nodes
+// that have it or are receiving it, then, with a swarm, the swarm.
+func (c *Client) BlobSources(name string, d digest.Digest) []inflight.Source {
+	srcs := []inflight.Source{c.Providers(name, d)}
+	if c.swarm.Planner != nil {
+		srcs = append(srcs, c.Swarm(name, d))
+	}
+	return srcs
+}
