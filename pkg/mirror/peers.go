@@ -25,8 +25,16 @@ const PeerHeader = "Shoal-Peer"
 
 // Provider is a peer that advertised a key.
 type Provider struct {
-	ID  string
-	URL string // the peer's mirror API, e.g. http://10.0.0.5:5000
+	ID  string // its libp2p peer ID, which the transport makes it prove
+	URL string // its peer API, e.g. https://10.0.0.5:5002
+}
+
+// PeerTransport carries requests to providers (pkg/peerlink implements it).
+type PeerTransport interface {
+	// RoundTripper returns the transport for requests to the provider with
+	// this peer ID: it must reach that peer and no other, whatever the
+	// request's host, and never reuse a connection made for another ID.
+	RoundTripper(peerID string) http.RoundTripper
 }
 
 // Peers finds the providers of a key (pkg/routing implements it).
@@ -46,6 +54,9 @@ type PeerOptions struct {
 	StallTimeout time.Duration // a body that sends nothing this long is abandoned; default 5s
 	LiarPenalty  time.Duration // how long a peer that sent bad bytes is shunned; default 10m
 	DeadPenalty  time.Duration // how long an unreachable peer is shunned; default 30s
+	// Transport reaches providers. nil is plain HTTP with DialTimeout and
+	// HeaderWait, which authenticates nobody: for tests only.
+	Transport PeerTransport
 }
 
 func (o PeerOptions) withDefaults() PeerOptions {
@@ -65,31 +76,35 @@ func (o PeerOptions) withDefaults() PeerOptions {
 
 // peerClient fetches from other nodes with fast failure and hedging.
 type peerClient struct {
-	peers Peers
-	opts  PeerOptions
-	http  *http.Client
-	log   *slog.Logger
+	peers     Peers
+	opts      PeerOptions
+	transport PeerTransport
+	log       *slog.Logger
 }
 
 func newPeerClient(p Peers, opts PeerOptions, log *slog.Logger) *peerClient {
 	opts = opts.withDefaults()
-	tr := &http.Transport{
-		Proxy:                 nil, // peers are dialled directly, never through a proxy
-		DialContext:           (&net.Dialer{Timeout: opts.DialTimeout}).DialContext,
-		ResponseHeaderTimeout: opts.HeaderWait,
-		DisableCompression:    true,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+	tr := opts.Transport
+	if tr == nil {
+		tr = plainTransport{&http.Transport{
+			Proxy:                 nil, // peers are dialled directly, never through a proxy
+			DialContext:           (&net.Dialer{Timeout: opts.DialTimeout}).DialContext,
+			ResponseHeaderTimeout: opts.HeaderWait,
+			DisableCompression:    true,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+		}}
 	}
-	return &peerClient{peers: p, opts: opts, log: log, http: &http.Client{
-		Transport: tr,
-		// A peer answers or it does not; it never sends us elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	return &peerClient{peers: p, opts: opts, log: log, transport: tr}
 }
 
-// get sends one marked request to a peer and accepts only wantStatus.
-func (c *peerClient) get(ctx context.Context, method, url string, hdr http.Header, wantStatus int) (*http.Response, error) {
+// plainTransport is one HTTP transport for every provider (tests).
+type plainTransport struct{ tr *http.Transport }
+
+func (p plainTransport) RoundTripper(string) http.RoundTripper { return p.tr }
+
+// get sends one marked request to provider p and accepts only wantStatus.
+func (c *peerClient) get(ctx context.Context, p Provider, method, url string, hdr http.Header, wantStatus int) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return nil, err
@@ -98,7 +113,12 @@ func (c *peerClient) get(ctx context.Context, method, url string, hdr http.Heade
 		req.Header[k] = v
 	}
 	req.Header.Set(PeerHeader, "1")
-	resp, err := c.http.Do(req)
+	client := &http.Client{
+		Transport: c.transport.RoundTripper(p.ID),
+		// A peer answers or it does not; it never sends us elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +315,7 @@ func (s *peerBlob) Open(ctx context.Context, off int64) (io.ReadCloser, int64, e
 			hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 			want = http.StatusPartialContent
 		}
-		resp, err := s.c.get(ctx, http.MethodGet, blobURL(p.URL, s.req.Name, s.req.Digest), hdr, want)
+		resp, err := s.c.get(ctx, p, http.MethodGet, blobURL(p.URL, s.req.Name, s.req.Digest), hdr, want)
 		if err != nil {
 			return nil, err
 		}
@@ -391,7 +411,7 @@ func (c *peerClient) peerManifest(ctx context.Context, key string, req Request) 
 	for {
 		var m *Manifest
 		resp, p, done, err := c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
-			return c.get(ctx, http.MethodGet, url(p), nil, http.StatusOK)
+			return c.get(ctx, p, http.MethodGet, url(p), nil, http.StatusOK)
 		})
 		if err != nil {
 			return nil, err
@@ -419,7 +439,7 @@ func (c *peerClient) peerBlobSize(ctx context.Context, req Request) (int64, erro
 	defer cancel()
 	provs := collect(ctx, c.peers.Find(ctx, req.Digest.String()))
 	resp, _, done, err := c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
-		resp, err := c.get(ctx, http.MethodHead, blobURL(p.URL, req.Name, req.Digest), nil, http.StatusOK)
+		resp, err := c.get(ctx, p, http.MethodHead, blobURL(p.URL, req.Name, req.Digest), nil, http.StatusOK)
 		if err == nil && resp.ContentLength < 0 {
 			resp.Body.Close()
 			return nil, errors.New("no Content-Length")
