@@ -20,6 +20,7 @@ import (
 	"github.com/shoalproject/shoal/pkg/inflight"
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
+	"github.com/shoalproject/shoal/pkg/peerlink"
 	"github.com/shoalproject/shoal/pkg/registry"
 	"github.com/shoalproject/shoal/pkg/store"
 	"github.com/shoalproject/shoal/pkg/upstream"
@@ -28,9 +29,11 @@ import (
 // Config is everything `shoal run` takes (see SPEC.md for each flag).
 type Config struct {
 	NodeIP       string
-	RegistryAddr string
+	RegistryAddr string // containerd's door: loopback, plain HTTP
 	P2PAddr      string
+	PeerAddr     string // the peer API: members only, mutual TLS (pkg/peerlink)
 	DebugAddr    string
+	DebugPprof   bool // serve /debug/pprof/ on DebugAddr
 
 	ContainerdSocket    string
 	ContainerdNamespace string
@@ -42,7 +45,8 @@ type Config struct {
 	BootstrapKubernetes bool
 	KubernetesService   string // the Service whose EndpointSlices list the Shoal pods
 	KubernetesNamespace string // the namespace Shoal runs in
-	P2PSecretFile       string // cluster pre-shared key for the DHT (optional)
+	P2PSecretFile       string // cluster pre-shared key: membership of the DHT and of the peer API
+	P2PInsecure         bool   // run without P2PSecretFile: anyone reaching the p2p port is a member
 
 	Upstreams      map[string]string
 	UpstreamStrict bool
@@ -92,6 +96,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("registry listener: %w", err)
 	}
 	defer regLn.Close()
+	peerLn, err := net.Listen("tcp", cfg.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("peer listener: %w", err)
+	}
+	defer peerLn.Close()
 	dbgLn, err := net.Listen("tcp", cfg.DebugAddr)
 	if err != nil {
 		return fmt.Errorf("debug listener: %w", err)
@@ -101,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The peer-to-peer side stops after the mirror has drained (defers run
 	// in reverse), so in-flight peer fetches can finish.
 	p2pCtx, stopP2P := context.WithCancel(context.Background())
-	net2, err := startP2P(p2pCtx, cfg, mirrorAddr(regLn.Addr(), cfg.NodeIP), st, met, log)
+	net2, err := startP2P(p2pCtx, cfg, mirrorAddr(peerLn.Addr(), cfg.NodeIP), st, met, log)
 	if err != nil {
 		stopP2P()
 		return err
@@ -109,11 +118,18 @@ func Run(ctx context.Context, cfg Config) error {
 	defer func() { stopP2P(); net2.router.Close() }()
 
 	chain := mirror.New(mirror.Config{Local: st, Peers: peers{net2.router}, Upstream: up, Transfers: transfers,
-		Metrics: met, Logger: log.With("component", "mirror")})
+		PeerOptions: mirror.PeerOptions{Transport: net2.client},
+		Metrics:     met, Logger: log.With("component", "mirror")})
 	history := debug.NewHistory(100)
-	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Metrics: met, OnRequest: history.Add,
-		Logger: log.With("component", "registry")}), log)
+	reg := registry.New(registry.Config{Mirror: chain, Metrics: met, OnRequest: history.Add,
+		Logger: log.With("component", "registry")})
+	regSrv := newServer(fromContainerd(reg), log)
+	peerSrv := peerlink.NewServer(peerlink.ServerConfig{
+		Identity: net2.identity, Members: net2.router, Handler: fromPeer(reg),
+		Logger: log.With("component", "peerlink"),
+	})
 	dbgSrv := newServer(debug.New(debug.Config{
+		Pprof:   cfg.DebugPprof,
 		Metrics: met.Handler(),
 		Ready: []debug.Check{st.Ready, func(context.Context) error {
 			if !net2.router.Ready() {
@@ -130,11 +146,12 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 	}), log)
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serve(regSrv, regLn) }()
+	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- serve(dbgSrv, dbgLn) }()
-	log.Info("shoal serving", "registry", regLn.Addr().String(), "debug", dbgLn.Addr().String(),
-		"p2p", cfg.P2PAddr, "peer_id", net2.router.Self().ID,
+	log.Info("shoal serving", "registry", regLn.Addr().String(), "peer_api", peerLn.Addr().String(),
+		"debug", dbgLn.Addr().String(), "p2p", cfg.P2PAddr, "peer_id", net2.router.Self().ID,
 		"containerd", cfg.ContainerdSocket, "namespace", cfg.ContainerdNamespace)
 
 	select {
@@ -151,6 +168,10 @@ func Run(ctx context.Context, cfg Config) error {
 		// close under them.
 		log.Warn("registry shutdown", "err", serr)
 		regSrv.Close()
+	}
+	if serr := peerSrv.Shutdown(sctx); serr != nil {
+		log.Warn("peer API shutdown", "err", serr)
+		peerSrv.Close()
 	}
 	dbgSrv.Shutdown(sctx)
 	return err
@@ -173,7 +194,25 @@ func serve(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// mirrorAddr is the mirror address peers are told: the listener's own, or
+// fromContainerd is the handler of containerd's door: a request there is
+// never a peer's, whatever its headers say.
+func fromContainerd(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(mirror.PeerHeader)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fromPeer is the handler of the peer API, which only authenticated members
+// reach: their requests are answered from this node alone.
+func fromPeer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set(mirror.PeerHeader, "1")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// mirrorAddr is the peer API address peers are told: the listener's own, or
 // the node IP when it listens on every address.
 func mirrorAddr(ln net.Addr, nodeIP string) string {
 	host, port, _ := net.SplitHostPort(ln.String())
