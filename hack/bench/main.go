@@ -41,6 +41,7 @@ var scenarios = []scenario{
 	{"serve_local", serveLocal},
 	{"peer_pull", peerPull},
 	{"peer_pull_throttled", peerPullThrottled},
+	{"peer_throughput", peerThroughput},
 	{"advertise_delay", advertiseDelay},
 	{"footprint", footprint},
 	{"miss_4_nodes", func(e *env) Result { return missOn(e, 4) }},
