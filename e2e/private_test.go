@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -57,25 +56,17 @@ func startNSNode(t *testing.T, br *harness.Bridge, host int, reg *harness.Regist
 	return &nsNode{ns: ns, ctrd: ctrd, shoal: s}
 }
 
-// peers reads a node's /debug/peers.
+// peers reads a node's /debug/peers: its own ID and its peers' IDs.
 func (n *nsNode) peers(t *testing.T) (self string, peers []string) {
 	t.Helper()
-	resp, err := http.Get(n.shoal.DebugURL + "/debug/peers")
+	self, apis, err := readPeers(n.shoal.DebugURL)
 	if err != nil {
 		t.Fatalf("%v (shoal alive: %v)\n%s", err, n.shoal.Proc.Alive(), n.shoal.Proc.Tail(8))
 	}
-	defer resp.Body.Close()
-	var doc struct {
-		Self  struct{ ID string }
-		Peers []struct{ ID string }
+	for id := range apis {
+		peers = append(peers, id)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range doc.Peers {
-		peers = append(peers, p.ID)
-	}
-	return doc.Self.ID, peers
+	return self, peers
 }
 
 // headBlob asks the node's own mirror (its 127.0.0.1:5000) for a blob's size,
