@@ -20,7 +20,8 @@ import (
 
 // PeerHeader marks a request from another Shoal node: it is answered from the
 // node's own store (and transfers in flight) only, never from peers or the
-// upstream, so requests cannot loop.
+// upstream, so requests cannot loop. The daemon's peer API sets it on every
+// request of an authenticated member, and containerd's door removes it.
 const PeerHeader = "Shoal-Peer"
 
 // Provider is a peer that advertised a key.
@@ -48,8 +49,8 @@ type Peers interface {
 
 // PeerOptions tunes peer fetches; zero values take the defaults.
 type PeerOptions struct {
-	DialTimeout  time.Duration // per-peer TCP connect; default 300ms
-	HeaderWait   time.Duration // per-peer wait for response headers; default 2s
+	DialTimeout  time.Duration // per-peer TCP connect of the default Transport; default 300ms
+	HeaderWait   time.Duration // per-peer wait for response headers of the default Transport; default 2s
 	HedgeDelay   time.Duration // ask a second provider when the first is this slow; default 100ms
 	StallTimeout time.Duration // a body that sends nothing this long is abandoned; default 5s
 	LiarPenalty  time.Duration // how long a peer that sent bad bytes is shunned; default 10m
