@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -162,17 +163,23 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("shutting down; letting in-flight responses finish", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// The mirror first, so in-flight pulls finish while health stays visible.
-	if serr := regSrv.Shutdown(sctx); serr != nil {
-		// Out of time: cut the stragglers before transfers and the store
-		// close under them.
-		log.Warn("registry shutdown", "err", serr)
-		regSrv.Close()
+	// The mirror and the peer API drain together, first, so in-flight pulls
+	// (this node's and its peers') finish while health stays visible.
+	var wg sync.WaitGroup
+	for name, s := range map[string]interface {
+		Shutdown(context.Context) error
+		Close() error
+	}{"registry": regSrv, "peer API": peerSrv} {
+		wg.Go(func() {
+			if serr := s.Shutdown(sctx); serr != nil {
+				// Out of time: cut the stragglers before transfers and the
+				// store close under them.
+				log.Warn(name+" shutdown", "err", serr)
+				s.Close()
+			}
+		})
 	}
-	if serr := peerSrv.Shutdown(sctx); serr != nil {
-		log.Warn("peer API shutdown", "err", serr)
-		peerSrv.Close()
-	}
+	wg.Wait()
 	dbgSrv.Shutdown(sctx)
 	return err
 }
