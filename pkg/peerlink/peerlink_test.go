@@ -158,3 +158,30 @@ func TestPoolsAreBounded(t *testing.T) {
 		t.Fatal("a provider ID that does not parse was accepted")
 	}
 }
+
+// trickle hands over at most 1 KiB per Read, as TLS hands over one record.
+type trickle struct{ r io.Reader }
+
+func (t trickle) Read(p []byte) (int, error) { return t.r.Read(p[:min(len(p), 1024)]) }
+
+func TestGatherMakesLargeReads(t *testing.T) {
+	data := strings.Repeat("x", 300<<10)
+	g := &gather{io.NopCloser(trickle{strings.NewReader(data)})}
+	buf := make([]byte, 256<<10)
+	var sizes []int
+	var got strings.Builder
+	for {
+		n, err := g.Read(buf)
+		sizes = append(sizes, n)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got.String() != data || len(sizes) != 3 || sizes[0] != coalesceMin || sizes[1] != coalesceMin {
+		t.Fatalf("reads of %v bytes, %d in all", sizes, got.Len())
+	}
+}
