@@ -80,13 +80,13 @@ func peerPullThrottled(e *env) Result {
 			"whatever the channel", slowRate/1_000_000, runtime.NumCPU(), loadAvg())
 	}
 	return Result{
-		Limits: limits,
 		Unit: "s", Value: p, Baseline: d, Ratio: d / p, Goal: "direct / peer >= 4 (peer at least 4x faster)", Met: d/p >= 4,
 		Detail: map[string]float64{"image_mib": float64(int64(layers)*layerSize) / (1 << 20), "rounds": float64(rounds),
 			"link_mb_s": slowRate / 1e6},
 		Method: fmt.Sprintf("crictl pull of a %d MiB, %d-layer image from a peer through Shoal, against a containerd pulling it "+
 			"straight from the registry through a %d MB/s throttling proxy (hack/throttle); %d interleaved rounds, median; ratio is direct/peer",
 			int64(layers)*layerSize>>20, layers, slowRate/1_000_000, rounds),
+		Limits: limits,
 	}
 }
 
