@@ -352,7 +352,7 @@ func TestChartOnNode(t *testing.T) {
 	proc := harness.StartProcessSpec(t, harness.ProcessSpec{
 		Dir: t.TempDir(), Name: "shoal", Bin: shoalBin, Args: pod.args(main), Env: pod.env(main),
 	})
-	s := &harness.Shoal{Bin: shoalBin, IP: node.IP, RegistryURL: "http://" + node.IP + ":5000", DebugURL: "http://" + node.IP + ":9090", Proc: proc}
+	s := &harness.Shoal{Bin: shoalBin, IP: node.IP, RegistryURL: "http://127.0.0.1:5000", DebugURL: "http://" + node.IP + ":9090", Proc: proc}
 	if err := s.WaitReady(30 * time.Second); err != nil {
 		t.Fatalf("shoal as the chart runs it is not ready: %v\n%s", err, proc.Tail(30))
 	}

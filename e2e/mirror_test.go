@@ -146,10 +146,9 @@ func TestCorruptUpstreamFailsCleanly(t *testing.T) {
 		t.Fatalf("pull of corrupt blobs succeeded:\n%s", out)
 	}
 	t.Logf("pull failed as it must: %s", lastLine(out))
-	// The config (not corrupted) arrived, so the pull really reached the layer.
-	if missing, err := n.node.HasContent(ctx, img.Config.Digest); err != nil || len(missing) != 0 {
-		t.Fatalf("config not fetched, so the layer was never tried: missing=%v err=%v", missing, err)
-	}
+	// The pull really reached the layer: Shoal's "digest mismatch" below
+	// says so. (Whether the config got committed first is a race inside
+	// containerd, which cancels its other fetches once one fails.)
 	if missing, err := n.node.HasContent(ctx, img.Layers[0].Digest); err != nil || len(missing) != 1 {
 		t.Fatalf("corrupt layer committed in containerd: missing=%v err=%v", missing, err)
 	}

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalproject/shoal/e2e/harness"
+	"github.com/shoalproject/shoal/pkg/peerlink"
 	"github.com/shoalproject/shoal/pkg/routing"
 	"github.com/shoalproject/shoal/pkg/routing/bootstrap"
 )
@@ -155,32 +158,53 @@ func TestLyingPeer(t *testing.T) {
 	reg := harness.StartRegistry(t, t.TempDir(), "")
 	img := reg.SeedRandom(t, "p2p/liar", "v1", 2, 1<<20)
 	n1 := startNode(t, 21, false, reg, nil)
-	n2 := startNode(t, 22, false, reg, []*node{n1})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if out, err := n1.ctrd.CRIPull(ctx, img.RefIn(smokeHost)); err != nil {
 		t.Fatalf("node 1 pull: %v\n%s", err, out)
 	}
-	liarHits := startLiar(t, reg, img, n1)
+	liar := startLiar(t, reg, img, n1)
+	// Node 2 bootstraps to both, so that it knows both providers' peer API
+	// before it looks: otherwise node 1, already known, always goes first.
+	n2 := startNode(t, 22, false, reg, []*node{n1}, "--bootstrap-peer", liar.p2pAddr)
 	if err := reg.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Each layer has two providers, the liar and node 1, picked at random; run
 	// pulls until the liar has been asked at least once, so the test proves
-	// what it claims (never asked in 8 pulls of 2 layers: 1 in 65,536).
-	for attempt := 0; liarHits.Load() == 0; attempt++ {
+	// what it claims (never asked in 8 pulls of 2 layers: 1 in 65,536). A
+	// restart between pulls drops the verified transfers node 2 keeps for a
+	// while, which would answer the next pull without asking anyone.
+	for attempt := 0; liar.hits.Load() == 0; attempt++ {
 		if attempt == 8 {
+			for _, l := range strings.Split(n2.shoal.Proc.Tail(3000), "\n") {
+				if strings.Contains(l, "peer") && !strings.Contains(l, "msg=request") {
+					t.Log(l)
+				}
+			}
 			t.Fatal("the liar was never asked; the test proves nothing")
 		}
+		if attempt > 0 {
+			n2.ctrd.RemoveImage(ctx, img.DigestRefIn(smokeHost))
+			n2.ctrd.Ctr(ctx, "content", "rm", img.Layers[0].Digest.String(), img.Layers[1].Digest.String())
+			if err := n2.shoal.Proc.Stop(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := n2.shoal.Proc.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if err := n2.shoal.WaitReady(30 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "node 2 to know both providers' peer API", func() bool {
+			return knowsPeerAPI(n2, liar.id) && knowsPeerAPI(n2, selfIDOf(t, n1))
+		})
 		if out, err := n2.ctrd.CRIPull(ctx, img.DigestRefIn(smokeHost)); err != nil {
 			t.Fatalf("pull with a lying peer: %v\n%s", err, out)
 		}
 		if missing, err := n2.ctrd.HasContent(ctx, img.Layers[0].Digest, img.Layers[1].Digest); err != nil || len(missing) > 0 {
 			t.Fatalf("layers missing after pull: %v %v", missing, err)
-		}
-		if liarHits.Load() == 0 {
-			n2.ctrd.RemoveImage(ctx, img.DigestRefIn(smokeHost))
-			n2.ctrd.Ctr(ctx, "content", "rm", img.Layers[0].Digest.String(), img.Layers[1].Digest.String())
 		}
 	}
 	if !strings.Contains(n2.shoal.Proc.Tail(500), "failed verification") {
@@ -188,9 +212,55 @@ func TestLyingPeer(t *testing.T) {
 	}
 }
 
+// readPeers reads a node's /debug/peers: its own ID, and each peer's peer
+// API URL ("" while not learned).
+func readPeers(debugURL string) (self string, apis map[string]string, err error) {
+	resp, err := http.Get(debugURL + "/debug/peers")
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Self  struct{ ID string }
+		Peers []struct{ ID, Mirror string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return "", nil, err
+	}
+	apis = map[string]string{}
+	for _, p := range doc.Peers {
+		apis[p.ID] = p.Mirror
+	}
+	return doc.Self.ID, apis, nil
+}
+
+func selfIDOf(t *testing.T, n *node) string {
+	t.Helper()
+	id, _, err := readPeers(n.shoal.DebugURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// knowsPeerAPI reports whether n has learned where id's peer API is.
+func knowsPeerAPI(n *node, id string) bool {
+	_, apis, err := readPeers(n.shoal.DebugURL)
+	return err == nil && strings.HasPrefix(apis[id], "https://")
+}
+
 // startLiar joins the DHT with a real libp2p router on 127.0.0.29 and
-// advertises img's layers, serving each with one byte flipped.
-func startLiar(t *testing.T, reg *harness.Registry, img harness.Image, seed *node) *atomic.Int32 {
+// advertises img's layers, serving each with one byte flipped over the peer
+// API.
+// liarNode is startLiar's node: its p2p address, its peer ID, and how many
+// requests its peer API got.
+type liarNode struct {
+	p2pAddr string
+	id      string
+	hits    *atomic.Int32
+}
+
+func startLiar(t *testing.T, reg *harness.Registry, img harness.Image, seed *node) liarNode {
 	t.Helper()
 	layers := map[digest.Digest][]byte{}
 	for _, l := range img.Layers {
@@ -203,13 +273,35 @@ func startLiar(t *testing.T, reg *harness.Registry, img harness.Image, seed *nod
 		b[len(b)/2] ^= 0xff
 		layers[l.Digest] = b
 	}
+	// A compromised member: it holds the cluster's key and serves the peer
+	// API with its own identity, as every node does.
 	ip := harness.LoopbackIP(28)
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	hits := &atomic.Int32{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	key, _ := hex.DecodeString(harness.TestClusterKey)
+	p2pAddr := harness.FreeAddr(ip)
+	r, err := routing.New(ctx, routing.Config{
+		ListenAddr:   p2pAddr,
+		DataDir:      filepath.Join(t.TempDir(), "liar"),
+		Secret:       key,
+		MirrorAddr:   ln.Addr().String(),
+		MirrorScheme: "https",
+		Bootstrap:    bootstrap.Static([]string{seed.p2pAddr()}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	id, err := peerlink.NewIdentity(r.PrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := peerlink.NewServer(peerlink.ServerConfig{Identity: id, Members: r, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		b, ok := layers[digest.Digest(r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:])]
 		if !ok {
@@ -217,21 +309,9 @@ func startLiar(t *testing.T, reg *harness.Registry, img harness.Image, seed *nod
 			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(b)))
-	})}
+	})})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r, err := routing.New(ctx, routing.Config{
-		ListenAddr: harness.FreeAddr(ip),
-		DataDir:    filepath.Join(t.TempDir(), "liar"),
-		MirrorAddr: ln.Addr().String(),
-		Bootstrap:  bootstrap.Static([]string{seed.p2pAddr()}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
 	var keys []string
 	for d := range layers {
 		keys = append(keys, d.String())
@@ -243,7 +323,7 @@ func startLiar(t *testing.T, reg *harness.Registry, img harness.Image, seed *nod
 	if err := r.Advertise(ctx, keys...); err != nil {
 		t.Fatalf("liar advertise: %v", err)
 	}
-	return hits
+	return liarNode{p2pAddr: p2pAddr, id: r.Self().ID, hits: hits}
 }
 
 // Containerd 1.6 sends no content events: the advertiser's resync finds a new

@@ -14,7 +14,7 @@ func cmdConfigure(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var registries listFlag
 	hostsDir := fs.String("hosts-dir", "/etc/containerd/certs.d", "containerd's config_path directory")
-	mirror := fs.String("mirror", "", "the mirror's URL, e.g. http://10.0.0.5:5000 (required)")
+	mirror := fs.String("mirror", "http://127.0.0.1:5000", "the mirror's URL as this node's containerd reaches it (Shoal's --registry-addr)")
 	resolve := fs.Bool("resolve-tags", true, "let the mirror resolve tags (capability \"resolve\")")
 	dial := fs.Duration("dial-timeout", 500*time.Millisecond, "containerd's dial timeout for the mirror, so a dead mirror costs little (containerd 1.7+)")
 	fs.Var(&registries, "registry", "registry to mirror (repeatable); none means every registry (_default)")

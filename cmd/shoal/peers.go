@@ -50,7 +50,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PEER\tCONNECTED\tMIRROR\tADDRESSES")
+	fmt.Fprintln(w, "PEER\tCONNECTED\tPEER API\tADDRESSES")
 	row := func(p debug.Peer, conn string) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.ID, conn, p.Mirror, strings.Join(p.Addrs, ","))
 	}

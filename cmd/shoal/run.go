@@ -18,10 +18,12 @@ import (
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
 
-// Default ports; every listener not given explicitly binds NODE_IP:port.
+// Default ports. containerd's door is on loopback; every other listener not
+// given explicitly binds NODE_IP:port.
 const (
-	defaultRegistryPort = 5000
+	defaultRegistryAddr = "127.0.0.1:5000"
 	defaultP2PPort      = 5001
+	defaultPeerPort     = 5002
 	defaultDebugPort    = 9090
 )
 
@@ -30,9 +32,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		nodeIP       = fs.String("node-ip", "", "this node's address (default: first non-loopback IPv4)")
-		registryAddr = fs.String("registry-addr", "", "OCI mirror API listener (default NODE_IP:5000)")
+		registryAddr = fs.String("registry-addr", defaultRegistryAddr, "the OCI mirror API the node's containerd talks to; keep it on loopback: it serves anyone who reaches it")
 		p2pAddr      = fs.String("p2p-addr", "", "libp2p listener (default NODE_IP:5001)")
+		peerAddr     = fs.String("peer-addr", "", "the peer API: blobs and manifests for members only, over mutual TLS with libp2p identities (default NODE_IP:5002)")
 		debugAddr    = fs.String("debug-addr", "", "/metrics, /healthz, /readyz, /debug/ listener (default NODE_IP:9090)")
+		debugPprof   = fs.Bool("debug-pprof", false, "serve /debug/pprof/ on the debug address")
 		socket       = fs.String("containerd-socket", "/run/containerd/containerd.sock", "containerd API socket")
 		namespace    = fs.String("containerd-namespace", "k8s.io", "containerd namespace whose images are shared")
 		contentDir   = fs.String("containerd-content-dir", "/var/lib/containerd/io.containerd.content.v1.content", "containerd content directory, read directly (falls back to the content API)")
@@ -41,7 +45,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		bootDNS      = fs.String("bootstrap-dns", "", "resolve NAME (a headless Service) and bootstrap to every address on the p2p port")
 		bootK8s      = fs.Bool("bootstrap-kubernetes", false, "find the other Shoal pods through the Kubernetes API")
 		k8sService   = fs.String("kubernetes-service", "shoal", "with --bootstrap-kubernetes: the Service whose EndpointSlices list the Shoal pods (namespace from POD_NAMESPACE)")
-		secretFile   = fs.String("p2p-secret-file", "", "file with the cluster's 32-byte pre-shared key (64 hex characters): only nodes that hold it can join the DHT")
+		secretFile   = fs.String("p2p-secret-file", "", "file with the cluster's 32-byte pre-shared key (64 hex characters): only nodes that hold it can join the DHT and fetch from peers; required unless --p2p-insecure")
+		insecure     = fs.Bool("p2p-insecure", false, "run peers without a cluster key: anyone who reaches the p2p port is a member (development only)")
 		strict       = fs.Bool("upstream-strict", false, "refuse every ns that no --upstream lists")
 		swarmOn      = fs.Bool("swarm", true, "share blobs with peers while they arrive, so a herd of nodes costs the upstream about one copy; false makes the node act like a version without the swarm")
 		resync       = fs.Duration("resync-interval", time.Minute, "how often the advertiser re-walks containerd's images (garbage collection sends no events; containerd 1.6 sends no content events)")
@@ -79,9 +84,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	go preflight.Run(ctx, preflight.Config{ConfigFile: *ctrdConfig, Socket: *socket}, log.With("component", "preflight"))
 	return daemon.Run(ctx, daemon.Config{
 		NodeIP:              ip,
-		RegistryAddr:        orDefault(*registryAddr, ip, defaultRegistryPort),
+		RegistryAddr:        *registryAddr,
 		P2PAddr:             orDefault(*p2pAddr, ip, defaultP2PPort),
+		PeerAddr:            orDefault(*peerAddr, ip, defaultPeerPort),
 		DebugAddr:           orDefault(*debugAddr, ip, defaultDebugPort),
+		DebugPprof:          *debugPprof,
 		ContainerdSocket:    *socket,
 		ContainerdNamespace: *namespace,
 		ContentDir:          *contentDir,
@@ -92,6 +99,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		KubernetesService:   *k8sService,
 		KubernetesNamespace: podNamespace(),
 		P2PSecretFile:       *secretFile,
+		P2PInsecure:         *insecure,
 		Upstreams:           ups,
 		UpstreamStrict:      *strict,
 		ResyncInterval:      *resync,

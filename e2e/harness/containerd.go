@@ -38,8 +38,11 @@ type ContainerdOptions struct {
 	// Env is added to containerd's environment.
 	Env []string
 	// IP is the node's loopback address (see LoopbackIP); the CRI
-	// streaming server binds it. Default "127.0.0.1".
+	// streaming server binds it. Default "127.0.0.1", or NetNS's address.
 	IP string
+	// NetNS runs containerd in that network namespace: its pulls then reach
+	// the node's own 127.0.0.1 (the socket is a file, reachable from here).
+	NetNS *NetNS
 }
 
 // Containerd is a running containerd with its own config: root under Dir,
@@ -56,6 +59,7 @@ type Containerd struct {
 	ConfigPath string
 	Legacy     bool   // Debian's containerd 1.6
 	IP         string // the node's address, for the Shoal that serves it
+	NetNS      *NetNS // the node's network namespace; nil on this one
 	Proc       *Process
 
 	ctr, crictl string
@@ -101,8 +105,12 @@ func StartContainerd(tb TB, dir string, opts ContainerdOptions) *Containerd {
 		ConfigPath: filepath.Join(dir, "config.toml"),
 		Legacy:     opts.Legacy,
 		IP:         opts.IP,
+		NetNS:      opts.NetNS,
 		ctr:        ctr,
 		crictl:     bins.Crictl,
+	}
+	if c.IP == "" && c.NetNS != nil {
+		c.IP = c.NetNS.IP
 	}
 	if c.IP == "" {
 		c.IP = "127.0.0.1"
@@ -126,10 +134,12 @@ func StartContainerd(tb TB, dir string, opts ContainerdOptions) *Containerd {
 	if err := os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(crictlYAML), 0o644); err != nil {
 		tb.Fatalf("harness: %v", err)
 	}
+	args := []string{"--config", c.ConfigPath}
+	if c.NetNS != nil {
+		bin, args = c.NetNS.Wrap(bin, args...)
+	}
 	c.Proc = StartProcessSpec(tb, ProcessSpec{
-		Dir: dir, Name: "containerd", Bin: bin,
-		Args: []string{"--config", c.ConfigPath},
-		Env:  opts.Env,
+		Dir: dir, Name: "containerd", Bin: bin, Args: args, Env: opts.Env,
 	})
 	if err := c.wait(); err != nil {
 		tb.Fatalf("harness: containerd %s: %v (log: %s)", bin, err, c.Proc.LogPath)

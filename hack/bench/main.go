@@ -43,6 +43,7 @@ var scenarios = []scenario{
 	{"peer_pull_throttled", peerPullThrottled},
 	{"cold_blob", coldBlob},
 	{"cold_pull", coldPull},
+	{"peer_throughput", peerThroughput},
 	{"advertise_delay", advertiseDelay},
 	{"footprint", footprint},
 	{"miss_4_nodes", func(e *env) Result { return missOn(e, 4) }},

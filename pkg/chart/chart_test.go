@@ -93,7 +93,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("--%s = %q (present %v), want %q", name, got, ok, want)
 		}
 	}
-	for _, name := range []string{"registry-addr", "p2p-addr", "debug-addr", "upstream", "upstream-strict"} {
+	for _, name := range []string{"registry-addr", "p2p-addr", "peer-addr", "debug-addr", "debug-pprof", "upstream", "upstream-strict"} {
 		if _, ok := flagValue(c.Args, name); ok {
 			t.Errorf("--%s passed with default values: %v", name, c.Args)
 		}
@@ -107,7 +107,7 @@ func TestDefaults(t *testing.T) {
 	if q := c.Resources.Limits.Memory(); q.String() != "512Mi" {
 		t.Errorf("memory limit %v", q)
 	}
-	for name, port := range map[string]int32{"registry": 5000, "p2p": 5001, "metrics": 9090} {
+	for name, port := range map[string]int32{"registry": 5000, "p2p": 5001, "peer": 5002, "metrics": 9090} {
 		if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool {
 			return p.Name == name && p.ContainerPort == port && p.HostPort == port
 		}) {
@@ -160,10 +160,11 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("unconfigure args %q", un.Args)
 	}
 	cf := spec.InitContainers[1]
-	if want := []string{"configure", "--hosts-dir=/host/certs.d", "--mirror=http://$(NODE_IP):5000", "--resolve-tags=true"}; !slices.Equal(cf.Args, want) {
+	// containerd's door is on loopback: nothing on the node's IP serves
+	// content to a client that is not a member.
+	if want := []string{"configure", "--hosts-dir=/host/certs.d", "--mirror=http://127.0.0.1:5000", "--resolve-tags=true"}; !slices.Equal(cf.Args, want) {
 		t.Errorf("configure args %q, want %q", cf.Args, want)
 	}
-	checkFieldEnv(t, cf, "NODE_IP", "status.hostIP")
 	for _, ic := range spec.InitContainers {
 		if vm, ok := mount(ic, "certs-d"); !ok || vm.MountPath != "/host/certs.d" || vm.ReadOnly {
 			t.Errorf("%s: certs.d mount %+v", ic.Name, vm)
@@ -435,7 +436,7 @@ func TestToggles(t *testing.T) {
 	t.Run("mirrored registries and resolveTags", func(t *testing.T) {
 		r := render(t, map[string]any{"mirroredRegistries": []any{"docker.io", "ghcr.io", "registry.example.com:5443"}, "resolveTags": false})
 		cf := container(t, r.nodeDS(t).Spec.Template.Spec.InitContainers, "configure")
-		want := []string{"configure", "--hosts-dir=/host/certs.d", "--mirror=http://$(NODE_IP):5000",
+		want := []string{"configure", "--hosts-dir=/host/certs.d", "--mirror=http://127.0.0.1:5000",
 			"--registry=docker.io", "--registry=ghcr.io", "--registry=registry.example.com:5443", "--resolve-tags=false"}
 		if !slices.Equal(cf.Args, want) {
 			t.Errorf("configure args %q\nwant %q", cf.Args, want)
@@ -443,23 +444,43 @@ func TestToggles(t *testing.T) {
 	})
 
 	t.Run("ports", func(t *testing.T) {
-		r := render(t, map[string]any{"ports": map[string]any{"registry": 15000, "p2p": 15001, "debug": 19090}})
+		r := render(t, map[string]any{"ports": map[string]any{"registry": 15000, "p2p": 15001, "peer": 15002, "debug": 19090}})
 		spec := r.nodeDS(t).Spec.Template.Spec
 		c := container(t, spec.Containers, "shoal")
-		for name, want := range map[string]string{"registry-addr": "$(NODE_IP):15000", "p2p-addr": "$(NODE_IP):15001", "debug-addr": "$(NODE_IP):19090"} {
+		for name, want := range map[string]string{"registry-addr": "127.0.0.1:15000", "p2p-addr": "$(NODE_IP):15001",
+			"peer-addr": "$(NODE_IP):15002", "debug-addr": "$(NODE_IP):19090"} {
 			if v, _ := flagValue(c.Args, name); v != want {
 				t.Errorf("--%s = %q, want %q", name, v, want)
 			}
 		}
-		if v, _ := flagValue(container(t, spec.InitContainers, "configure").Args, "mirror"); v != "http://$(NODE_IP):15000" {
+		if v, _ := flagValue(container(t, spec.InitContainers, "configure").Args, "mirror"); v != "http://127.0.0.1:15000" {
 			t.Errorf("--mirror %q", v)
 		}
 		svc := get[*corev1.Service](t, r, "Service", release)
 		if svc.Spec.Ports[0].Port != 15001 || svc.Spec.Ports[1].Port != 19090 {
 			t.Errorf("service ports %+v", svc.Spec.Ports)
 		}
-		if _, err := renderValues(t, map[string]any{"ports": map[string]any{"registry": 5000, "p2p": 5000, "debug": 9090}}, nil); err == nil || !strings.Contains(err.Error(), "must differ") {
+		if _, err := renderValues(t, map[string]any{"ports": map[string]any{"registry": 5000, "p2p": 5001, "peer": 5001, "debug": 9090}}, nil); err == nil || !strings.Contains(err.Error(), "must differ") {
 			t.Errorf("equal ports: %v", err)
+		}
+	})
+
+	t.Run("debug port", func(t *testing.T) {
+		c := container(t, render(t, map[string]any{"debug": map[string]any{"loopback": true, "pprof": true}}).nodeDS(t).Spec.Template.Spec.Containers, "shoal")
+		if v, _ := flagValue(c.Args, "debug-addr"); v != "127.0.0.1:9090" {
+			t.Errorf("--debug-addr = %q with debug.loopback", v)
+		}
+		if _, ok := flagValue(c.Args, "debug-pprof"); !ok {
+			t.Errorf("no --debug-pprof with debug.pprof: %v", c.Args)
+		}
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+			if p.HTTPGet.Host != "127.0.0.1" {
+				t.Errorf("probe host %q: the kubelet must follow the debug port to loopback", p.HTTPGet.Host)
+			}
+		}
+		if _, err := renderValues(t, map[string]any{"debug": map[string]any{"loopback": true}, "serviceMonitor": map[string]any{"enabled": true}}, nil); err == nil ||
+			!strings.Contains(err.Error(), "cannot scrape") {
+			t.Errorf("loopback debug port with a ServiceMonitor: %v", err)
 		}
 	})
 
@@ -493,13 +514,11 @@ func TestToggles(t *testing.T) {
 		if v, _ := volume(r.nodeDS(t).Spec.Template.Spec, "p2p-secret"); v.Secret == nil || v.Secret.SecretName != "my-psk" {
 			t.Errorf("secret volume %+v", v)
 		}
-		r = render(t, map[string]any{"p2p": map[string]any{"secret": map[string]any{"create": false}}})
-		c := container(t, r.nodeDS(t).Spec.Template.Spec.Containers, "shoal")
-		if _, ok := env(c, "SHOAL_P2P_SECRET_FILE"); ok || r.has("Secret", "shoal-p2p") {
-			t.Error("secret used with create=false and no existingSecret")
-		}
-		if _, ok := mount(c, "p2p-secret"); ok {
-			t.Error("secret mounted with create=false")
+		// Shoal refuses to run peers without a key, so the chart refuses
+		// to render a release that would not have one.
+		if _, err := renderValues(t, map[string]any{"p2p": map[string]any{"secret": map[string]any{"create": false}}}, nil); err == nil ||
+			!strings.Contains(err.Error(), "refuses to run peers without") {
+			t.Errorf("create=false and no existingSecret: %v", err)
 		}
 	})
 

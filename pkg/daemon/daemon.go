@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/mirror"
 	"github.com/shoalproject/shoal/pkg/peer"
+	"github.com/shoalproject/shoal/pkg/peerlink"
 	"github.com/shoalproject/shoal/pkg/registry"
 	"github.com/shoalproject/shoal/pkg/store"
 	"github.com/shoalproject/shoal/pkg/swarm"
@@ -31,9 +33,11 @@ import (
 // Config is everything `shoal run` takes (see SPEC.md for each flag).
 type Config struct {
 	NodeIP       string
-	RegistryAddr string
+	RegistryAddr string // containerd's door: loopback, plain HTTP
 	P2PAddr      string
+	PeerAddr     string // the peer API: members only, mutual TLS (pkg/peerlink)
 	DebugAddr    string
+	DebugPprof   bool // serve /debug/pprof/ on DebugAddr
 
 	ContainerdSocket    string
 	ContainerdNamespace string
@@ -45,7 +49,8 @@ type Config struct {
 	BootstrapKubernetes bool
 	KubernetesService   string // the Service whose EndpointSlices list the Shoal pods
 	KubernetesNamespace string // the namespace Shoal runs in
-	P2PSecretFile       string // cluster pre-shared key for the DHT (optional)
+	P2PSecretFile       string // cluster pre-shared key: membership of the DHT and of the peer API
+	P2PInsecure         bool   // run without P2PSecretFile: anyone reaching the p2p port is a member
 
 	Upstreams      map[string]string
 	UpstreamStrict bool
@@ -104,6 +109,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("registry listener: %w", err)
 	}
 	defer regLn.Close()
+	peerLn, err := net.Listen("tcp", cfg.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("peer listener: %w", err)
+	}
+	defer peerLn.Close()
 	dbgLn, err := net.Listen("tcp", cfg.DebugAddr)
 	if err != nil {
 		return fmt.Errorf("debug listener: %w", err)
@@ -113,7 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The peer-to-peer side stops after the mirror has drained (defers run
 	// in reverse), so in-flight peer fetches can finish.
 	p2pCtx, stopP2P := context.WithCancel(context.Background())
-	net2, err := startP2P(p2pCtx, cfg, mirrorAddr(regLn.Addr(), cfg.NodeIP), st, met, log)
+	net2, err := startP2P(p2pCtx, cfg, mirrorAddr(peerLn.Addr(), cfg.NodeIP), st, met, log)
 	if err != nil {
 		stopP2P()
 		return err
@@ -130,14 +140,20 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		net2.router.ServeSwarm(sw.Handle)
 	}
-	peers := peer.New(peer.Config{Finder: finder{net2.router}, Limits: lim, Swarm: swarmCfg,
+	peers := peer.New(peer.Config{Finder: finder{net2.router}, Transport: net2.client, Limits: lim, Swarm: swarmCfg,
 		Logger: log.With("component", "peer")})
 	chain := mirror.New(mirror.Config{Local: st, Peers: peers, Upstream: up, Transfers: transfers, Share: share,
 		Limits: lim, Metrics: met, Logger: log.With("component", "mirror")})
 	history := debug.NewHistory(100)
-	regSrv := newServer(registry.New(registry.Config{Mirror: chain, Lists: up, LocalTags: st, Metrics: met, OnRequest: history.Add,
-		Logger: log.With("component", "registry")}), log)
+	reg := registry.New(registry.Config{Mirror: chain, Lists: up, LocalTags: st, Metrics: met, OnRequest: history.Add,
+		Logger: log.With("component", "registry")})
+	regSrv := newServer(fromContainerd(reg), log)
+	peerSrv := peerlink.NewServer(peerlink.ServerConfig{
+		Identity: net2.identity, Members: net2.router, Handler: fromPeer(reg),
+		Logger: log.With("component", "peerlink"),
+	})
 	dbgSrv := newServer(debug.New(debug.Config{
+		Pprof:   cfg.DebugPprof,
 		Metrics: met.Handler(),
 		Ready: []debug.Check{st.Ready, func(context.Context) error {
 			if !net2.router.Ready() {
@@ -154,11 +170,12 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 	}), log)
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serve(regSrv, regLn) }()
+	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- serve(dbgSrv, dbgLn) }()
-	log.Info("shoal serving", "registry", regLn.Addr().String(), "debug", dbgLn.Addr().String(),
-		"p2p", cfg.P2PAddr, "peer_id", net2.router.Self().ID,
+	log.Info("shoal serving", "registry", regLn.Addr().String(), "peer_api", peerLn.Addr().String(),
+		"debug", dbgLn.Addr().String(), "p2p", cfg.P2PAddr, "peer_id", net2.router.Self().ID,
 		"containerd", cfg.ContainerdSocket, "namespace", cfg.ContainerdNamespace)
 
 	select {
@@ -169,13 +186,23 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("shutting down; letting in-flight responses finish", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// The mirror first, so in-flight pulls finish while health stays visible.
-	if serr := regSrv.Shutdown(sctx); serr != nil {
-		// Out of time: cut the stragglers before transfers and the store
-		// close under them.
-		log.Warn("registry shutdown", "err", serr)
-		regSrv.Close()
+	// The mirror and the peer API drain together, first, so in-flight pulls
+	// (this node's and its peers') finish while health stays visible.
+	var wg sync.WaitGroup
+	for name, s := range map[string]interface {
+		Shutdown(context.Context) error
+		Close() error
+	}{"registry": regSrv, "peer API": peerSrv} {
+		wg.Go(func() {
+			if serr := s.Shutdown(sctx); serr != nil {
+				// Out of time: cut the stragglers before transfers and the
+				// store close under them.
+				log.Warn(name+" shutdown", "err", serr)
+				s.Close()
+			}
+		})
 	}
+	wg.Wait()
 	dbgSrv.Shutdown(sctx)
 	return err
 }
@@ -197,7 +224,25 @@ func serve(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// mirrorAddr is the mirror address peers are told: the listener's own, or
+// fromContainerd is the handler of containerd's door: a request there is
+// never a peer's, whatever its headers say.
+func fromContainerd(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(peer.Header)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fromPeer is the handler of the peer API, which only authenticated members
+// reach: their requests are answered from this node alone.
+func fromPeer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set(peer.Header, "1")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// mirrorAddr is the peer API address peers are told: the listener's own, or
 // the node IP when it listens on every address.
 func mirrorAddr(ln net.Addr, nodeIP string) string {
 	host, port, _ := net.SplitHostPort(ln.String())

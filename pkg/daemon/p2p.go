@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/shoalproject/shoal/pkg/debug"
 	"github.com/shoalproject/shoal/pkg/metrics"
 	"github.com/shoalproject/shoal/pkg/peer"
+	"github.com/shoalproject/shoal/pkg/peerlink"
 	"github.com/shoalproject/shoal/pkg/routing"
 	"github.com/shoalproject/shoal/pkg/routing/bootstrap"
 	"github.com/shoalproject/shoal/pkg/store"
@@ -24,8 +26,10 @@ import (
 // p2p is the node's peer-to-peer side: the DHT router, the advertiser that
 // feeds it from containerd, and where the bootstrap addresses come from.
 type p2p struct {
-	router *routing.Router
-	adv    *advertiser.Advertiser
+	router   *routing.Router
+	adv      *advertiser.Advertiser
+	identity *peerlink.Identity // the router's identity, as a TLS certificate
+	client   *peerlink.Client   // reaches providers over the peer API
 }
 
 // startP2P joins the DHT and starts advertising; both run until ctx ends.
@@ -34,21 +38,37 @@ func startP2P(ctx context.Context, cfg Config, mirrorAddr string, st *store.Stor
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case secret == nil && !cfg.P2PInsecure:
+		return nil, errors.New("refusing to run peers without the cluster's key: give --p2p-secret-file " +
+			"(the chart always does), or --p2p-insecure to let anyone who reaches the p2p port be a member")
+	case secret != nil && cfg.P2PInsecure:
+		return nil, errors.New("--p2p-insecure and --p2p-secret-file contradict each other: give one")
+	case cfg.P2PInsecure:
+		log.Warn("--p2p-insecure: no cluster key; any host that reaches the p2p port joins the DHT, " +
+			"learns what this cluster holds and may fetch it from the peer API. Development only")
+	}
 	boot, err := bootstrapFunc(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	router, err := routing.New(ctx, routing.Config{
-		ListenAddr: cfg.P2PAddr,
-		DataDir:    cfg.DataDir,
-		Secret:     secret,
-		MirrorAddr: mirrorAddr,
-		Bootstrap:  boot,
-		OnLookup:   func(d time.Duration, _ bool) { met.LookupDuration.Observe(d.Seconds()) },
-		OnPeers:    func(n int) { met.ConnectedPeers.Set(float64(n)) },
-		Logger:     log.With("component", "routing"),
+		ListenAddr:   cfg.P2PAddr,
+		DataDir:      cfg.DataDir,
+		Secret:       secret,
+		MirrorAddr:   mirrorAddr,
+		MirrorScheme: "https",
+		Bootstrap:    boot,
+		OnLookup:     func(d time.Duration, _ bool) { met.LookupDuration.Observe(d.Seconds()) },
+		OnPeers:      func(n int) { met.ConnectedPeers.Set(float64(n)) },
+		Logger:       log.With("component", "routing"),
 	})
 	if err != nil {
+		return nil, err
+	}
+	id, err := peerlink.NewIdentity(router.PrivateKey())
+	if err != nil {
+		router.Close()
 		return nil, err
 	}
 	adv := advertiser.New(advertiser.Config{
@@ -64,7 +84,10 @@ func startP2P(ctx context.Context, cfg Config, mirrorAddr string, st *store.Stor
 			log.Error("advertiser stopped", "err", err)
 		}
 	}()
-	return &p2p{router: router, adv: adv}, nil
+	return &p2p{router: router, adv: adv, identity: id,
+		// The peer client enforces its own header waits (pkg/peer): the
+		// transport's is only an outer bound.
+		client: peerlink.NewClient(peerlink.ClientConfig{Identity: id, Members: router, HeaderWait: time.Minute})}, nil
 }
 
 // readSecret reads the cluster's pre-shared key: 64 hex characters.

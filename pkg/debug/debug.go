@@ -1,5 +1,6 @@
 // Package debug serves the operator endpoint: /metrics, /healthz, /readyz,
-// /debug/peers (JSON), /debug/ (a page a person reads) and /debug/pprof/. It
+// /debug/peers (JSON), /debug/ (a page a person reads) and, when asked for,
+// /debug/pprof/. It
 // binds to its own address so that it is never exposed on the mirror port
 // that containerd (and anything else on the node) talks to.
 package debug
@@ -40,6 +41,9 @@ type Image struct {
 
 // Config configures the handler; every source is optional.
 type Config struct {
+	// Pprof serves /debug/pprof/ (--debug-pprof). Off by default: profiles
+	// and the command line are not for everyone who reaches the port.
+	Pprof   bool
 	Metrics http.Handler
 	Ready   []Check
 	Peers   func() Peers
@@ -75,11 +79,13 @@ func New(cfg Config) http.Handler {
 		enc.Encode(cfg.peers())
 	})
 	mux.HandleFunc("GET /debug/{$}", cfg.page)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -99,3 +99,14 @@ func TestPeersWithoutRouting(t *testing.T) {
 		t.Fatalf("empty /debug/peers: %s", got)
 	}
 }
+
+// Profiles and the command line are only served when asked for.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		rec := httptest.NewRecorder()
+		New(Config{Pprof: on}).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/cmdline", nil))
+		if got := rec.Code == 200; got != on {
+			t.Errorf("Pprof %v: /debug/pprof/cmdline answered %d", on, rec.Code)
+		}
+	}
+}

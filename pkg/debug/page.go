@@ -87,11 +87,11 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #
 th{background:#f4f4f4}code{font-size:12px}.muted{color:#888}
 </style></head><body>
 <h1>Shoal node <code>{{.Peers.Self.ID}}</code></h1>
-<p class="muted">{{range .Peers.Self.Addrs}}<code>{{.}}</code> {{end}} · mirror <code>{{.Peers.Self.Mirror}}</code> · {{.Now.Format "2006-01-02 15:04:05 MST"}}</p>
+<p class="muted">{{range .Peers.Self.Addrs}}<code>{{.}}</code> {{end}} · peer API <code>{{.Peers.Self.Mirror}}</code> · {{.Now.Format "2006-01-02 15:04:05 MST"}}</p>
 {{with .Served}}<p>Served to this node's containerd: local <b>{{size .local}}</b>, peers <b>{{size .peer}}</b>, upstream <b>{{size .upstream}}</b>.</p>{{end}}
 
 <h2>Peers ({{len .Peers.Peers}})</h2>
-{{if .Peers.Peers}}<table><tr><th>peer</th><th>connected</th><th>mirror</th><th>addresses</th></tr>
+{{if .Peers.Peers}}<table><tr><th>peer</th><th>connected</th><th>peer API</th><th>addresses</th></tr>
 {{range .Peers.Peers}}<tr><td><code>{{.ID}}</code></td><td>{{if .Connected}}yes{{else}}no{{end}}</td><td><code>{{.Mirror}}</code></td><td>{{range .Addrs}}<code>{{.}}</code> {{end}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">No peers yet. A single node works on its own.</p>{{end}}
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -52,7 +53,7 @@ func (s *ProviderSource) Open(ctx context.Context, off int64) (io.ReadCloser, in
 	provs := s.provs
 	s.mu.Unlock()
 	resp, p, cancel, err := s.c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
-		return s.c.openBlob(ctx, s.c.http, p, s.name, s.d, off)
+		return s.c.openBlob(ctx, s.c.lim.PeerHeaders, p, s.name, s.d, off)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -68,14 +69,14 @@ func (s *ProviderSource) Open(ctx context.Context, off int64) (io.ReadCloser, in
 }
 
 // openBlob asks one peer for a blob from off on.
-func (c *Client) openBlob(ctx context.Context, hc *http.Client, p Provider, name string, d digest.Digest, off int64) (*http.Response, error) {
+func (c *Client) openBlob(ctx context.Context, headers time.Duration, p Provider, name string, d digest.Digest, off int64) (*http.Response, error) {
 	hdr := http.Header{}
 	want := http.StatusOK
 	if off > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 		want = http.StatusPartialContent
 	}
-	resp, err := c.get(ctx, hc, http.MethodGet, blobURL(p.URL, name, d), hdr, want)
+	resp, err := c.get(ctx, headers, p, http.MethodGet, blobURL(p.URL, name, d), hdr, want)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,14 +42,23 @@ type Finder interface {
 // receiving a blob: peers can read a transfer in flight.
 func InflightKey(d digest.Digest) string { return "inflight/" + d.String() }
 
+// Transport carries requests to providers (pkg/peerlink implements it).
+type Transport interface {
+	// RoundTripper returns the transport for requests to the provider with
+	// this peer ID: it must reach that peer and no other, whatever the
+	// request's host, and never reuse a connection made for another ID.
+	RoundTripper(peerID string) http.RoundTripper
+}
+
 // Config configures a Client.
 type Config struct {
 	Finder Finder
 	// Limits: PeerDial, PeerHeaders, HedgeDelay, PeerStall, PeerMinRate,
 	// PeerRateWindow and the penalties apply here.
 	Limits limits.Limits
-	// Transport carries requests to peers; nil means plain HTTP.
-	Transport http.RoundTripper
+	// Transport reaches providers. nil is plain HTTP, which authenticates
+	// nobody: for tests only.
+	Transport Transport
 	// Swarm, when its Planner is set, adds the swarm source to every blob
 	// transfer (follow.go).
 	Swarm SwarmConfig
@@ -59,17 +69,16 @@ type Config struct {
 
 // Client fetches from other nodes.
 type Client struct {
-	finder  Finder
-	lim     limits.Limits
-	http    *http.Client
-	follow  *http.Client // for transfers in flight: the peer may wait on its own source first
-	swarm   SwarmConfig
-	onFault func(Fault)
-	log     *slog.Logger
+	finder    Finder
+	lim       limits.Limits
+	transport Transport
+	swarm     SwarmConfig
+	onFault   func(Fault)
+	log       *slog.Logger
 }
 
 // followHeaders bounds the wait for headers from a peer that is itself
-// waiting for its source to answer.
+// waiting for its source to answer (a transfer in flight there).
 const followHeaders = 12 * time.Second
 
 // New builds a Client.
@@ -78,47 +87,83 @@ func New(cfg Config) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	mk := func(headers time.Duration) *http.Client {
-		rt := cfg.Transport
-		if rt == nil {
-			rt = &http.Transport{
-				Proxy:                 nil, // peers are dialled directly, never through a proxy
-				DialContext:           (&net.Dialer{Timeout: lim.PeerDial}).DialContext,
-				ResponseHeaderTimeout: headers,
-				DisableCompression:    true,
-				MaxIdleConnsPerHost:   16,
-				IdleConnTimeout:       90 * time.Second,
-			}
-		}
-		return &http.Client{
-			Transport: rt,
-			// A peer answers or it does not; it never sends us elsewhere.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	if cfg.Transport == nil {
+		cfg.Transport = plainTransport{&http.Transport{
+			Proxy:               nil, // peers are dialled directly, never through a proxy
+			DialContext:         (&net.Dialer{Timeout: lim.PeerDial}).DialContext,
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     90 * time.Second,
+		}}
 	}
-	return &Client{finder: cfg.Finder, lim: lim, http: mk(lim.PeerHeaders), follow: mk(followHeaders),
+	return &Client{finder: cfg.Finder, lim: lim, transport: cfg.Transport,
 		swarm: cfg.Swarm, onFault: cfg.OnFault, log: cfg.Logger}
 }
 
-// get sends one marked request to a peer and accepts only wantStatus.
-func (c *Client) get(ctx context.Context, hc *http.Client, method, url string, hdr http.Header, wantStatus int) (*http.Response, error) {
+// plainTransport is one HTTP transport for every provider (tests).
+type plainTransport struct{ tr *http.Transport }
+
+func (p plainTransport) RoundTripper(string) http.RoundTripper { return p.tr }
+
+// get sends one marked request to provider p and accepts only wantStatus.
+// The response headers must come within headers; the body may take as long
+// as its guard allows.
+func (c *Client) get(ctx context.Context, headers time.Duration, p Provider, method, url string, hdr http.Header, wantStatus int) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
 	req.Header.Set(Header, "1")
-	resp, err := hc.Do(req)
+	client := &http.Client{
+		Transport: c.transport.RoundTripper(p.ID),
+		// A peer answers or it does not; it never sends us elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	timer := time.AfterFunc(headers, cancel)
+	resp, err := client.Do(req)
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, &headerTimeout{headers}
+	}
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	if resp.StatusCode != wantStatus {
 		resp.Body.Close()
+		cancel()
 		return nil, &statusError{resp.Status}
 	}
+	resp.Body = &cancelOnClose{resp.Body, cancel}
 	return resp, nil
+}
+
+// headerTimeout: no response headers in time. A net.Error, so that the peer
+// counts as unreachable.
+type headerTimeout struct{ d time.Duration }
+
+func (e *headerTimeout) Error() string   { return fmt.Sprintf("no response headers within %v", e.d) }
+func (e *headerTimeout) Timeout() bool   { return true }
+func (e *headerTimeout) Temporary() bool { return true }
+
+// cancelOnClose ends the request's context with its body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // statusError: the peer answered, but not with what was asked for. It is no

@@ -89,7 +89,7 @@ func (s *SwarmSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64
 			continue
 		}
 		rctx, cancel := context.WithCancel(ctx)
-		resp, err := s.c.openBlob(rctx, s.c.follow, p, s.name, s.d, off)
+		resp, err := s.c.openBlob(rctx, followHeaders, p, s.name, s.d, off)
 		if err != nil {
 			cancel()
 			var st *statusError

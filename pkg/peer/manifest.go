@@ -45,7 +45,7 @@ func (c *Client) Manifest(ctx context.Context, req ManifestRequest) ([]byte, dig
 	}
 	for {
 		resp, p, done, err := c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
-			return c.get(ctx, c.http, http.MethodGet, url(p), nil, http.StatusOK)
+			return c.get(ctx, c.lim.PeerHeaders, p, http.MethodGet, url(p), nil, http.StatusOK)
 		})
 		if err != nil {
 			return nil, "", "", err
@@ -84,7 +84,7 @@ func (c *Client) BlobSize(ctx context.Context, name string, d digest.Digest) (in
 	defer cancel()
 	provs := collect(ctx, c.finder.Find(ctx, d.String()))
 	resp, _, done, err := c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
-		resp, err := c.get(ctx, c.http, http.MethodHead, blobURL(p.URL, name, d), nil, http.StatusOK)
+		resp, err := c.get(ctx, c.lim.PeerHeaders, p, http.MethodHead, blobURL(p.URL, name, d), nil, http.StatusOK)
 		if err == nil && resp.ContentLength < 0 {
 			resp.Body.Close()
 			return nil, errors.New("no Content-Length")

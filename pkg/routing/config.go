@@ -20,9 +20,12 @@ type Config struct {
 	// libp2p private network and nodes without the key cannot connect. nil
 	// means an open DHT (a warning is logged once).
 	Secret []byte
-	// MirrorAddr is this node's mirror API "HOST:PORT", told to peers that ask
-	// over /shoal/mirror/1.0.0.
+	// MirrorAddr is the "HOST:PORT" where this node serves its peers, told to
+	// peers that ask over /shoal/mirror/2.0.0.
 	MirrorAddr string
+	// MirrorScheme is the URL scheme of every node's MirrorAddr; default
+	// "http". Shoal's peer API (pkg/peerlink) is "https".
+	MirrorScheme string
 	// Bootstrap returns other nodes' p2p "HOST:PORT"s. nil is a single node.
 	Bootstrap func(ctx context.Context) ([]string, error)
 	// BootstrapInterval is how often Bootstrap is polled for new addresses;
@@ -78,6 +81,9 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.Secret) != 0 && len(c.Secret) != 32 {
 		return fmt.Errorf("routing: Secret must be 32 bytes, got %d", len(c.Secret))
+	}
+	if c.MirrorScheme == "" {
+		c.MirrorScheme = "http"
 	}
 	if c.BootstrapInterval <= 0 {
 		c.BootstrapInterval = defaultBootstrapInterval

@@ -18,9 +18,11 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// mirrorProtocol tells a peer where this node's mirror API listens: the
-// handler writes MirrorAddr ("HOST:PORT") and closes.
-const mirrorProtocol = protocol.ID("/shoal/mirror/1.0.0")
+// mirrorProtocol tells a peer where this node's peer API listens: the
+// handler writes MirrorAddr ("HOST:PORT") and closes. 2.0.0: the address is
+// the authenticated peer API (MirrorScheme https), no longer the plain mirror
+// port, so nodes of different versions skip each other instead of failing.
+const mirrorProtocol = protocol.ID("/shoal/mirror/2.0.0")
 
 // maxMirrorAddr bounds what a peer may send; a HOST:PORT is far shorter.
 const maxMirrorAddr = 256
@@ -113,7 +115,7 @@ func (r *Router) askMirror(ctx context.Context, p peer.ID) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mirror address from %s: %w", p, err)
 	}
-	u, err := mirrorURLFor(string(b), remote, func(ip net.IP) bool { return r.peerOwnsIP(ctx, p, ip) })
+	u, err := mirrorURLFor(r.cfg.MirrorScheme, string(b), remote, func(ip net.IP) bool { return r.peerOwnsIP(ctx, p, ip) })
 	if err != nil {
 		return "", fmt.Errorf("mirror address from %s: %w", p, err)
 	}
@@ -126,7 +128,7 @@ func (r *Router) askMirror(ctx context.Context, p peer.ID) (string, error) {
 // host must be the IP the peer's connection comes from or, failing that, an
 // IP that proven confirms the peer answers at (see peerOwnsIP). An
 // unspecified host (":5000", "0.0.0.0:5000") means the connection's IP.
-func mirrorURLFor(claimed string, remote net.IP, proven func(net.IP) bool) (string, error) {
+func mirrorURLFor(scheme, claimed string, remote net.IP, proven func(net.IP) bool) (string, error) {
 	h, port, err := net.SplitHostPort(strings.TrimSpace(claimed))
 	if err != nil {
 		return "", fmt.Errorf("mirror address %q: %w", claimed, err)
@@ -145,7 +147,7 @@ func mirrorURLFor(claimed string, remote net.IP, proven func(net.IP) bool) (stri
 	default:
 		return "", fmt.Errorf("%w: claims %s, connects from %s", errForeignMirror, ip, remote)
 	}
-	return "http://" + net.JoinHostPort(ip.String(), port), nil
+	return scheme + "://" + net.JoinHostPort(ip.String(), port), nil
 }
 
 // peerOwnsIP proves that p answers at ip. The connection a stream runs on is

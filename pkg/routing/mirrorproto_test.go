@@ -29,7 +29,7 @@ func TestMirrorURLFor(t *testing.T) {
 		{"10.0.0.5:0", v4, "", false},
 		{"10.0.0.5:99999", v4, "", false},
 	} {
-		got, err := mirrorURLFor(tc.claimed, tc.remote, nil)
+		got, err := mirrorURLFor("http", tc.claimed, tc.remote, nil)
 		if tc.want == "" {
 			if err == nil {
 				t.Errorf("%q from %s: accepted as %s", tc.claimed, tc.remote, got)
@@ -47,10 +47,10 @@ func TestMirrorURLFor(t *testing.T) {
 func TestMirrorURLForProvenAddress(t *testing.T) {
 	remote := net.ParseIP("127.0.0.1")
 	proven := func(ip net.IP) bool { return ip.Equal(net.ParseIP("127.0.0.4")) }
-	if got, err := mirrorURLFor("127.0.0.4:5000", remote, proven); err != nil || got != "http://127.0.0.4:5000" {
+	if got, err := mirrorURLFor("http", "127.0.0.4:5000", remote, proven); err != nil || got != "http://127.0.0.4:5000" {
 		t.Fatalf("proven address: %q, %v", got, err)
 	}
-	if _, err := mirrorURLFor("127.0.0.9:5000", remote, proven); !errors.Is(err, errForeignMirror) {
+	if _, err := mirrorURLFor("http", "127.0.0.9:5000", remote, proven); !errors.Is(err, errForeignMirror) {
 		t.Fatalf("unproven address: %v", err)
 	}
 }

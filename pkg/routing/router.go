@@ -118,9 +118,6 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	r.spawn(r.bootstrapLoop)
 	r.spawn(r.reprovideLoop)
 
-	if len(cfg.Secret) == 0 {
-		log.Warn("p2p: no cluster secret; any host that reaches the p2p port can join the DHT")
-	}
 	log.Info("p2p listening", "peer", r.self, "addrs", h.Addrs(), "identity_created", created, "private_network", len(cfg.Secret) > 0)
 	return r, nil
 }
@@ -191,7 +188,7 @@ func (r *Router) selfMirrorURL() string {
 	if r.cfg.MirrorAddr == "" {
 		return ""
 	}
-	return "http://" + r.cfg.MirrorAddr
+	return r.cfg.MirrorScheme + "://" + r.cfg.MirrorAddr
 }
 
 // Peers lists the routing table and the connected peers, sorted by ID.

@@ -69,9 +69,15 @@ Gi, Ti (the schema rejects anything else).
 {{- end -}}
 {{- end -}}
 
-{{/* The node's mirror URL, as containerd reaches it. */}}
+{{/* The node's mirror URL, as containerd reaches it: on loopback, since
+nothing on the node's IP serves content to a client that is not a member. */}}
 {{- define "shoal.mirrorURL" -}}
-http://$(NODE_IP):{{ .Values.ports.registry }}
+http://127.0.0.1:{{ .Values.ports.registry }}
+{{- end -}}
+
+{{/* The host the debug port binds. */}}
+{{- define "shoal.debugHost" -}}
+{{- if .Values.debug.loopback -}}127.0.0.1{{- else -}}$(NODE_IP){{- end -}}
 {{- end -}}
 
 {{/* Checks the schema cannot express, with messages that say what to do. */}}
@@ -79,9 +85,15 @@ http://$(NODE_IP):{{ .Values.ports.registry }}
 {{- if and (eq .Values.preset "bottlerocket") .Values.configureHosts -}}
 {{- fail "preset bottlerocket: Bottlerocket's containerd config sets no config_path (it only knows the deprecated registry.mirrors table), so hosts.toml cannot point it at Shoal. Set configureHosts=false; see docs/configuration.md, \"Bottlerocket\"." -}}
 {{- end -}}
-{{- $ports := list .Values.ports.registry .Values.ports.p2p .Values.ports.debug -}}
-{{- if ne (len (uniq $ports)) 3 -}}
-{{- fail (printf "ports.registry, ports.p2p and ports.debug must differ: got %v" $ports) -}}
+{{- $ports := list .Values.ports.registry .Values.ports.p2p .Values.ports.peer .Values.ports.debug -}}
+{{- if ne (len (uniq $ports)) 4 -}}
+{{- fail (printf "ports.registry, ports.p2p, ports.peer and ports.debug must differ: got %v" $ports) -}}
+{{- end -}}
+{{- if not (include "shoal.p2pSecretEnabled" .) -}}
+{{- fail "p2p.secret: set create=true or name an existingSecret: Shoal refuses to run peers without the cluster's key" -}}
+{{- end -}}
+{{- if and .Values.debug.loopback .Values.serviceMonitor.enabled -}}
+{{- fail "debug.loopback and serviceMonitor.enabled: Prometheus cannot scrape a debug port bound to 127.0.0.1" -}}
 {{- end -}}
 {{- end -}}
 
