@@ -95,14 +95,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	lim := cfg.Limits.WithDefaults()
+	met := metrics.New()
 	transfers, err := inflight.New(inflight.Config{
 		Dir: filepath.Join(cfg.DataDir, "spool"), Limits: lim, Logger: log.With("component", "inflight"),
+		OnReceive: func(kind string, n int) { met.FetchedBytes.WithLabelValues(kind).Add(float64(n)) },
 	})
 	if err != nil {
 		return err
 	}
 	defer transfers.Close()
-	met := metrics.New()
 
 	regLn, err := net.Listen("tcp", cfg.RegistryAddr)
 	if err != nil {

@@ -183,7 +183,7 @@ func (n swarmNet) Ask(ctx context.Context, to string, req []byte) ([]byte, error
 // debugPeers is the /debug/peers document.
 func (p *p2p) debugPeers() debug.Peers {
 	conv := func(i routing.PeerInfo) debug.Peer {
-		return debug.Peer{ID: i.ID, Addrs: i.Addrs, Mirror: i.MirrorURL, Connected: i.Connected}
+		return debug.Peer{ID: i.ID, Addrs: i.Addrs, Mirror: i.MirrorURL, Connected: i.Connected, Swarm: i.Swarm}
 	}
 	out := debug.Peers{Self: conv(p.router.Self())}
 	for _, i := range p.router.Peers() {

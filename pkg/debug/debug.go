@@ -23,6 +23,7 @@ type Peer struct {
 	Addrs     []string `json:"addrs"`
 	Mirror    string   `json:"mirror,omitempty"`
 	Connected bool     `json:"connected"`
+	Swarm     bool     `json:"swarm"` // speaks the swarm protocol (a node of an older version does not)
 }
 
 // Peers is the /debug/peers document (SPEC.md).

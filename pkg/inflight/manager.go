@@ -73,7 +73,10 @@ type Config struct {
 	// Limits: MaxBlobSize, Linger, UpstreamStall, ChunkSize, WindowChunks
 	// and SourceAttempts apply here; zero fields take the defaults.
 	Limits limits.Limits
-	Logger *slog.Logger
+	// OnReceive observes the bytes received from each kind of source
+	// ("upstream", "peer"), as they arrive; may be nil.
+	OnReceive func(kind string, n int)
+	Logger    *slog.Logger
 }
 
 // Manager deduplicates transfers by digest.
@@ -391,7 +394,7 @@ func (f *filler) fill(ctx context.Context, sources []Source) error {
 				f.contributors = append(f.contributors, src)
 			}
 			wd := &watchdog{d: lim.UpstreamStall, t: time.AfterFunc(lim.UpstreamStall, stall)}
-			err = t.fill(ctx, body, f.h, lim.MaxBlobSize, wd)
+			err = t.fill(ctx, f.counted(src, body), f.h, lim.MaxBlobSize, wd)
 			wd.t.Stop()
 			body.Close()
 			stall()
@@ -435,6 +438,28 @@ func (f *filler) fill(ctx context.Context, sources []Source) error {
 		f.errs = append(f.errs, ErrNoSource)
 	}
 	return errors.Join(f.errs...)
+}
+
+// counted reports the bytes a source sends to Config.OnReceive.
+func (f *filler) counted(src Source, body io.ReadCloser) io.ReadCloser {
+	if f.m.cfg.OnReceive == nil {
+		return body
+	}
+	return &countingBody{body, src.Kind(), f.m.cfg.OnReceive}
+}
+
+type countingBody struct {
+	io.ReadCloser
+	kind string
+	on   func(string, int)
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.on(b.kind, n)
+	}
+	return n, err
 }
 
 // restartable: every byte in the transfer is held, so no reader of the

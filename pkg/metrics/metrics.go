@@ -21,6 +21,7 @@ type Metrics struct {
 	ConnectedPeers  prometheus.Gauge
 	LookupDuration  prometheus.Histogram
 	PeerTags        prometheus.Counter // tags served as a peer advertises them
+	FetchedBytes    *prometheus.CounterVec // source: bytes this node received for transfers
 }
 
 // New registers every metric, with the Go runtime and process collectors.
@@ -56,13 +57,20 @@ func New() *Metrics {
 			Name: "shoal_peer_tags_total",
 			Help: "Tags answered as a peer advertises them, because the upstream could not be reached.",
 		}),
+		FetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_fetched_bytes_total",
+			Help: "Bytes this node received for blob transfers, by source (upstream, peer): a herd's upstream cost, per node.",
+		}, []string{"source"}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration, m.PeerTags,
+		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {
 		m.ServedBytes.WithLabelValues(s)
+	}
+	for _, s := range []string{"peer", "upstream"} {
+		m.FetchedBytes.WithLabelValues(s)
 	}
 	return m
 }

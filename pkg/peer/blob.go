@@ -13,10 +13,11 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Providers is an inflight.Source over the peers that have a blob, or are
-// receiving it: the providers of its digest and of its in-flight key. Each
-// Open (a first fetch, or a resume after a failure) races the providers not
-// tried yet.
+// Providers is an inflight.Source over the peers that have a blob: the
+// providers of its digest. Each Open (a first fetch, or a resume after a
+// failure) races the providers not tried yet. Nodes still receiving the blob
+// are reached through the swarm (follow.go), which keeps their fan-out
+// bounded.
 //
 // The look-up outlives the attempt that started it, so that a resume sees
 // providers that arrived after the first attempt failed; it ends with the
@@ -48,7 +49,7 @@ func (s *ProviderSource) Open(ctx context.Context, off int64) (io.ReadCloser, in
 	if s.provs == nil {
 		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		s.stop = stop
-		s.provs = collect(lctx, s.c.finder.Find(lctx, s.d.String()), s.c.finder.Find(lctx, InflightKey(s.d)))
+		s.provs = collect(lctx, s.c.finder.Find(lctx, s.d.String()))
 	}
 	provs := s.provs
 	s.mu.Unlock()

@@ -44,11 +44,15 @@ func (c *Client) penalty(f Fault) time.Duration {
 // blame demotes p for f. It is the only place that demotes.
 func (c *Client) blame(p Provider, f Fault, err error) {
 	d := c.penalty(f)
-	level := c.log.Info
-	if f == Liar {
-		level = c.log.Warn
+	attrs := []any{"peer", p.ID, "url", p.URL, "fault", f.String(), "for", d, "err", err}
+	switch f {
+	case Liar:
+		c.log.Warn("peer sent bytes that failed verification, or a false size; demoted", attrs...)
+	case Slow:
+		c.log.Info("peer stalled, trickled or cut its body short; demoted", attrs...)
+	default:
+		c.log.Info("peer unreachable; demoted", attrs...)
 	}
-	level("peer demoted", "peer", p.ID, "url", p.URL, "fault", f.String(), "for", d, "err", err)
 	c.finder.Demote(p.ID, d)
 	if c.onFault != nil {
 		c.onFault(f)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -80,6 +81,14 @@ func (s *SwarmSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64
 		case swarm.Declined:
 			return nil, 0, fmt.Errorf("the swarm's fetcher was refused by the upstream: %w", inflight.ErrFinal)
 		case swarm.Fetch:
+			if plan.Alone {
+				// No coordinator: a node announcing the blob in flight is
+				// still better than the upstream (a split view, or the
+				// coordinator gone).
+				if body, size, err := s.openInflight(ctx, off); err == nil {
+					return body, size, nil
+				}
+			}
 			s.announce()
 			return nil, 0, errFetch
 		}
@@ -108,16 +117,39 @@ func (s *SwarmSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64
 			}
 			continue
 		}
-		size, _ := totalSize(resp, off)
-		body := s.c.guard(resp.Body, cancel)
-		s.mu.Lock()
-		s.parent, s.last, s.size = p, body, size
-		s.mu.Unlock()
-		s.announce()
-		s.c.log.Debug("following a peer that is receiving the blob", "digest", s.d, "peer", p.ID, "offset", off)
-		return body, size, nil
+		return s.following(p, resp, cancel, off), size(resp, off), nil
 	}
 	return nil, 0, fmt.Errorf("swarm: no parent could feed this node: %w", errNoPeer)
+}
+
+// following records p as the parent the body comes from.
+func (s *SwarmSource) following(p Provider, resp *http.Response, cancel context.CancelFunc, off int64) io.ReadCloser {
+	body := s.c.guard(resp.Body, cancel)
+	s.mu.Lock()
+	s.parent, s.last, s.size = p, body, size(resp, off)
+	s.mu.Unlock()
+	s.announce()
+	s.c.log.Debug("following a peer that is receiving the blob", "digest", s.d, "peer", p.ID, "offset", off)
+	return body
+}
+
+func size(resp *http.Response, off int64) int64 {
+	n, _ := totalSize(resp, off)
+	return n
+}
+
+// openInflight races the nodes that announce the blob in flight.
+func (s *SwarmSource) openInflight(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	provs := collect(lctx, s.c.finder.Find(lctx, InflightKey(s.d)))
+	resp, p, cancel, err := s.c.race(ctx, provs, func(ctx context.Context, p Provider) (*http.Response, error) {
+		return s.c.openBlob(ctx, followHeaders, p, s.name, s.d, off)
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return s.following(p, resp, cancel, off), size(resp, off), nil
 }
 
 // why is the reason for the next question: the first, or what became of the

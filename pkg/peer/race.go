@@ -29,12 +29,15 @@ func (c *Client) race(ctx context.Context, provs *providerList, try attempt) (*h
 	}
 	results := make(chan result)
 	cancels := map[string]context.CancelFunc{}
+	inRace := map[string]Provider{}
 	running, want := 0, true
 	var hedge <-chan time.Time
 	var errs []error
 	finish := func() {
-		for _, cancel := range cancels {
+		for id, cancel := range cancels {
 			cancel()
+			// Cut short, not failed: a resume may want it.
+			provs.giveBack(inRace[id])
 		}
 		go func(n int) { // late winners still hold bodies
 			for range n {
@@ -53,6 +56,7 @@ func (c *Client) race(ctx context.Context, provs *providerList, try attempt) (*h
 			if p, ok := provs.pop(); ok {
 				actx, cancel := context.WithCancel(ctx)
 				cancels[p.ID] = cancel
+				inRace[p.ID] = p
 				running++
 				want = false
 				hedge = time.After(c.lim.HedgeDelay)
@@ -152,6 +156,12 @@ func (l *providerList) update(fn func()) {
 	close(l.ch)
 	l.ch = make(chan struct{})
 	l.mu.Unlock()
+}
+
+// giveBack returns a provider whose attempt was cut short by another's
+// success, for a later resume.
+func (l *providerList) giveBack(p Provider) {
+	l.update(func() { l.items = append(l.items, p) })
 }
 
 func (l *providerList) pop() (Provider, bool) {

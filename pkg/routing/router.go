@@ -29,6 +29,7 @@ type PeerInfo struct {
 	Addrs     []string `json:"addrs"`
 	MirrorURL string   `json:"mirror,omitempty"`
 	Connected bool     `json:"connected"`
+	Swarm     bool     `json:"swarm"`
 }
 
 // Router is one node's view of the cluster: its libp2p host and DHT.
@@ -208,6 +209,7 @@ func (r *Router) Peers() []PeerInfo {
 			Addrs:     addrStrings(r.host.Peerstore().Addrs(id)),
 			MirrorURL: u,
 			Connected: r.host.Network().Connectedness(id) == network.Connected,
+			Swarm:     r.speaksSwarm(id),
 		})
 	}
 	return out

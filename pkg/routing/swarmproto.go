@@ -49,14 +49,16 @@ func (r *Router) ServeSwarm(h func(from string, msg []byte) ([]byte, error)) {
 func (r *Router) SwarmMembers() []string {
 	var out []string
 	for _, p := range r.host.Network().Peers() {
-		if p == r.self {
-			continue
-		}
-		if ok, _ := r.host.Peerstore().SupportsProtocols(p, swarmProtocol); len(ok) > 0 {
+		if p != r.self && r.speaksSwarm(p) {
 			out = append(out, p.String())
 		}
 	}
 	return out
+}
+
+func (r *Router) speaksSwarm(p peer.ID) bool {
+	ok, _ := r.host.Peerstore().SupportsProtocols(p, swarmProtocol)
+	return len(ok) > 0
 }
 
 // AskSwarm sends one swarm request to a peer and returns its answer.

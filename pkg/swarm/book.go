@@ -55,6 +55,9 @@ const (
 type Plan struct {
 	Action Action `json:"action"`
 	Parent string `json:"parent,omitempty"` // for Follow
+	// Alone: no coordinator answered; the node is on its own (it may still
+	// find a node receiving the blob through the in-flight announcements).
+	Alone bool `json:"-"`
 }
 
 // book is a coordinator's memory of the blobs it coordinates: for each, who

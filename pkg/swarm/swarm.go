@@ -61,9 +61,10 @@ func (s *Swarm) Active() bool { return len(s.net.Members()) > 0 }
 func (s *Swarm) Plan(ctx context.Context, d digest.Digest, reason Reason, parent string) Plan {
 	p, err := s.ask(ctx, Request{Digest: d, Reason: reason, Parent: parent})
 	if err != nil {
-		s.log.Info("swarm: no plan from the coordinator; fetching alone", "digest", d, "reason", reason, "err", err)
-		return Plan{Action: Fetch}
+		s.log.Info("swarm: no plan from the coordinator; on its own", "digest", d, "reason", reason, "err", err)
+		return Plan{Action: Fetch, Alone: true}
 	}
+	s.log.Debug("swarm plan", "digest", d, "reason", reason, "parent", parent, "action", p.Action, "follow", p.Parent)
 	switch p.Action {
 	case Fetch, Declined:
 		return p
@@ -72,8 +73,8 @@ func (s *Swarm) Plan(ctx context.Context, d digest.Digest, reason Reason, parent
 			return p
 		}
 	}
-	s.log.Warn("swarm: the coordinator's plan makes no sense; fetching alone", "digest", d, "plan", p)
-	return Plan{Action: Fetch}
+	s.log.Warn("swarm: the coordinator's plan makes no sense; on its own", "digest", d, "plan", p)
+	return Plan{Action: Fetch, Alone: true}
 }
 
 // Report tells d's coordinator how this node's transfer ended. It is best

@@ -220,7 +220,7 @@ func TestCoordinatorUnreachable(t *testing.T) {
 		}
 		f.views[id] = v
 		start := time.Now()
-		if p := f.nodes[id].Plan(context.Background(), d, Start, ""); p.Action != Fetch {
+		if p := f.nodes[id].Plan(context.Background(), d, Start, ""); p.Action != Fetch || !p.Alone {
 			t.Fatalf("%s: %+v with the coordinator down", id, p)
 		}
 		if time.Since(start) > time.Second {
