@@ -20,7 +20,7 @@ type Metrics struct {
 	AdvertisedKeys  prometheus.Gauge
 	ConnectedPeers  prometheus.Gauge
 	LookupDuration  prometheus.Histogram
-	PeerTags        prometheus.Counter // tags served as a peer advertises them
+	PeerTags        prometheus.Counter     // tags served as a peer advertises them
 	FetchedBytes    *prometheus.CounterVec // source: bytes this node received for transfers
 }
 
