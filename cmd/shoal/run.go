@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/pkg/daemon"
+	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/preflight"
 	"github.com/shoalproject/shoal/pkg/upstream"
 )
@@ -52,9 +53,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		resync       = fs.Duration("resync-interval", time.Minute, "how often the advertiser re-walks containerd's images (garbage collection sends no events; containerd 1.6 sends no content events)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error (debug logs one line per request)")
 		logFormat    = fs.String("log-format", "json", "json or text")
+		maxTransfers = fs.Int("max-transfers", 32, "concurrent transfers; past it a new transfer is a fast 404 and containerd pulls directly")
 		bootPeers    listFlag
 		upstreams    listFlag
+		maxSpool     sizeFlag
 	)
+	fs.Var(&maxSpool, "max-spool", "bytes all transfers in flight may hold in --data-dir together, e.g. 10GiB (default: 10 GiB or 20% of that filesystem's free space, whichever is smaller); past it a new transfer is a fast 404")
 	fs.Var(&bootPeers, "bootstrap-peer", "another node's --p2p-addr HOST:PORT (repeatable)")
 	fs.Var(&upstreams, "upstream", "NS=URL: requests with ns=NS go to URL; a listed upstream may be private (repeatable)")
 	if err := parse(fs, args); err != nil {
@@ -104,6 +108,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		UpstreamStrict:      *strict,
 		ResyncInterval:      *resync,
 		DisableSwarm:        !*swarmOn,
+		Limits:              limits.Limits{MaxTransfers: *maxTransfers, MaxSpool: int64(maxSpool)},
 		Logger:              log,
 	})
 }

@@ -68,37 +68,80 @@ func rollout(e *env) Result {
 	}
 }
 
-// coldHerd: 8 nodes pull an image nobody has, at once, through the 50 MB/s
-// link. Every node going upstream is 8x the image; that is today's Shoal too,
-// because a transfer in flight is not advertised yet.
+// pullEach pulls ref on every node at once and returns each node's time.
+func (e *env) pullEach(nodes []*node, ref string) []float64 {
+	times := make([]float64, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { times[i] = e.pullTime(n, ref).Seconds() })
+	}
+	wg.Wait()
+	return times
+}
+
+// coldHerd: 8 nodes pull an image nobody has, at once, by tag, through the
+// 50 MB/s link: the swarm should send about one copy up the link and finish
+// about when one direct pull through the same link does.
 func coldHerd(e *env) Result {
-	layers, layerSize, rounds := 4, int64(64<<20), 2
+	layers, layerSize, rounds := 4, int64(32<<20), 2
 	if e.quick {
-		layerSize, rounds = 8<<20, 1
+		layerSize, rounds = 4<<20, 1
 	}
 	nodes := e.cluster(8)
-	var ratios, walls []float64
+	straight := e.directNode()
+	var ratios, slowest, directs, floors []float64
+	detail := map[string]float64{}
 	var size int64
-	for range rounds {
+	for round := range rounds {
 		img := e.seed(layers, layerSize)
 		size = 0
 		for _, b := range img.Blobs() {
 			size += b.Size
 		}
+		ref := img.RefIn(slowHost)
+		// The yardstick: one containerd pulling it alone through the link.
+		directs = append(directs, e.pullTime(straight, ref).Seconds())
+		e.forget(straight, img)
 		before := e.slow.BytesDown()
-		start := time.Now()
-		e.pullAll(nodes, img.RefIn(slowHost))
-		walls = append(walls, time.Since(start).Seconds())
+		times := e.pullEach(nodes, ref)
 		ratios = append(ratios, float64(e.slow.BytesDown()-before)/float64(size))
+		slowest = append(slowest, quantile(times, 1))
+		for i, t := range times {
+			detail[fmt.Sprintf("round%d_node%d_s", round+1, i+1)] = t
+		}
+		// The machine's floor: the same 8 nodes pulling it at once from a
+		// peer, no upstream involved (8 containerds unpacking on this
+		// machine's CPUs).
+		for _, n := range nodes[1:] {
+			e.forget(n, img)
+		}
+		floors = append(floors, quantile(e.pullEach(nodes[1:], img.DigestRefIn(slowHost)), 1))
 		e.reset()
 	}
-	ratio := median(ratios)
-	return Result{
-		Unit: "x image", Value: ratio, Baseline: 8, Ratio: ratio / 8, Goal: "record (baseline 8x: every node goes upstream)", Met: true,
-		Detail: map[string]float64{"wall_s": median(walls), "image_mib": float64(size) / (1 << 20), "nodes": 8, "rounds": float64(rounds)},
-		Method: fmt.Sprintf("8 nodes crictl pull a fresh %d MiB, %d-layer image at the same moment through the %d MB/s link; "+
-			"value is the bytes that crossed the link divided by the image size, median of %d rounds", size>>20, layers, slowRate/1_000_000, rounds),
-		Limits: "a blob being fetched from the upstream is shared with local requests but not yet advertised to peers, " +
-			"so nodes that miss in the DHT at the same moment each go upstream; advertising transfers in flight is the next capability",
+	up, slow, direct, floor := median(ratios), median(slowest), median(directs), median(floors)
+	met := up <= 1.1 && slow <= 1.5*direct
+	detail["upstream_x_image"] = up
+	detail["slowest_s"] = slow
+	detail["direct_s"] = direct
+	detail["floor_slowest_s"] = floor
+	detail["slowest_vs_direct"] = slow / direct
+	detail["floor_vs_direct"] = floor / direct
+	detail["image_mib"] = float64(size) / (1 << 20)
+	detail["nodes"] = 8
+	detail["rounds"] = float64(rounds)
+	r := Result{
+		Unit: "x image", Value: up, Baseline: 1, Ratio: up,
+		Goal: "upstream bytes <= 1.1x the image and the slowest pull <= 1.5x one direct pull through the link", Met: met,
+		Detail: detail,
+		Method: fmt.Sprintf("8 nodes crictl pull a fresh %d MiB, %d-layer image by tag at the same moment through the %d MB/s link; "+
+			"value is the bytes that crossed the link divided by the image size; the slowest node's pull is compared with one "+
+			"containerd pulling the same image alone through the same link (measured first, each round); the floor is the same nodes "+
+			"but one pulling it at once from a peer afterwards; medians of %d rounds", size>>20, layers, slowRate/1_000_000, rounds),
 	}
+	if !met {
+		r.Limits = fmt.Sprintf("the slowest pull took %.2fx a direct one; 8 nodes pulling it from a peer with no upstream at all take %.2fx "+
+			"on this machine (%d CPUs for 8 containerds, 8 Shoals and their hashing), so that is the floor here",
+			slow/direct, floor/direct, runtime.NumCPU())
+	}
+	return r
 }

@@ -51,6 +51,7 @@ var scenarios = []scenario{
 	{"cold_herd", coldHerd},
 	{"miss", func(e *env) Result { return missOn(e, 8) }},
 	{"miss_upstream", missUpstream},
+	{"swarm_64", swarm64},
 }
 
 func main() {

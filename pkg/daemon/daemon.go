@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,16 +96,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Limits.MaxSpool <= 0 {
+		cfg.Limits.MaxSpool = defaultMaxSpool(cfg.DataDir, log)
+	}
 	lim := cfg.Limits.WithDefaults()
 	met := metrics.New()
 	transfers, err := inflight.New(inflight.Config{
 		Dir: filepath.Join(cfg.DataDir, "spool"), Limits: lim, Logger: log.With("component", "inflight"),
 		OnReceive: func(kind string, n int) { met.FetchedBytes.WithLabelValues(kind).Add(float64(n)) },
+		OnRefused: func(reason string) { met.Refused.WithLabelValues(reason).Inc() },
 	})
 	if err != nil {
 		return err
 	}
 	defer transfers.Close()
+	met.WatchTransfers(func() (int, int64) { s := transfers.Stats(); return s.Transfers, s.SpoolBytes })
 
 	regLn, err := net.Listen("tcp", cfg.RegistryAddr)
 	if err != nil {
@@ -260,4 +267,24 @@ func counter(c prometheus.Counter) float64 {
 		return 0
 	}
 	return m.GetCounter().GetValue()
+}
+
+// defaultMaxSpool is --max-spool's default: 10 GiB, or 20% of the free space
+// of the data directory's filesystem, whichever is smaller, so that a node's
+// disk never fills with transfers.
+func defaultMaxSpool(dir string, log *slog.Logger) int64 {
+	const ceiling = 10 << 30
+	os.MkdirAll(dir, 0o700)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		log.Warn("cannot read the data directory's free space; --max-spool defaults to 10 GiB", "dir", dir, "err", err)
+		return ceiling
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	n := min(ceiling, free/5)
+	if n < 64<<20 {
+		log.Warn("the data directory has little free space: transfers that must spool will be refused (containerd then pulls directly)",
+			"dir", dir, "free_bytes", free, "max_spool", n)
+	}
+	return n
 }

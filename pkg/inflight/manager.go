@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -64,7 +65,23 @@ var (
 	// ErrBusy: a peer asked to read a transfer that already feeds as many
 	// peers as it may.
 	ErrBusy = errors.New("transfer feeds enough peers already")
+	// ErrFull: a limit on transfers or spool space is reached (FullError
+	// says which).
+	ErrFull = errors.New("transfer limit reached")
 )
+
+// FullError is a refusal because of a limit; Reason is "transfers" or
+// "spool" (the shoal_refused_total label).
+type FullError struct{ Reason string }
+
+func (e *FullError) Error() string { return "transfer limit reached: " + e.Reason }
+func (e *FullError) Unwrap() error { return ErrFull }
+
+// Stats are a manager's gauges.
+type Stats struct {
+	Transfers  int   // transfers running or kept
+	SpoolBytes int64 // bytes their spool files hold
+}
 
 // Config configures a Manager.
 type Config struct {
@@ -76,6 +93,9 @@ type Config struct {
 	// OnReceive observes the bytes received from each kind of source
 	// ("upstream", "peer"), as they arrive; may be nil.
 	OnReceive func(kind string, n int)
+	// OnRefused observes every refusal because of a limit, by reason; may
+	// be nil.
+	OnRefused func(reason string)
 	Logger    *slog.Logger
 }
 
@@ -89,6 +109,48 @@ type Manager struct {
 
 	mu        sync.Mutex
 	transfers map[digest.Digest]*entry
+	live      int // transfers started and not yet closed, detached ones included
+
+	// The spool budget has a lock of its own, taken under m.mu or t.mu and
+	// never taking either.
+	budgetMu sync.Mutex
+	reserved int64 // spool bytes promised to spooling transfers
+	filed    atomic.Int64
+}
+
+// Stats returns the manager's gauges.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{Transfers: m.live, SpoolBytes: m.filed.Load()}
+}
+
+// refuse counts and returns a refusal.
+func (m *Manager) refuse(reason string) error {
+	if m.cfg.OnRefused != nil {
+		m.cfg.OnRefused(reason)
+	}
+	return &FullError{Reason: reason}
+}
+
+// reserve promises n spool bytes to a transfer, or refuses.
+func (m *Manager) reserve(n int64) error {
+	m.budgetMu.Lock()
+	ok := m.reserved+n <= m.cfg.Limits.MaxSpool
+	if ok {
+		m.reserved += n
+	}
+	m.budgetMu.Unlock()
+	if !ok {
+		return m.refuse("spool")
+	}
+	return nil
+}
+
+func (m *Manager) unreserve(n int64) {
+	m.budgetMu.Lock()
+	m.reserved -= n
+	m.budgetMu.Unlock()
 }
 
 type entry struct {
@@ -177,6 +239,10 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 			m.mu.Unlock()
 			return nil, ErrNoSource
 		}
+		if m.live >= m.cfg.Limits.MaxTransfers {
+			m.mu.Unlock()
+			return nil, m.refuse("transfers")
+		}
 		e = m.start(dgst, sources)
 	}
 	t := e.t
@@ -190,7 +256,7 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 	if o.relay {
 		r.relay = true
 		if t.relays() >= o.maxRelays {
-			err = ErrBusy
+			err = fmt.Errorf("%w: %w", ErrBusy, m.refuse("relays"))
 		}
 	}
 	if err == nil && (len(t.readers) > 0 || o.shared || o.relay) {
@@ -259,6 +325,7 @@ func (m *Manager) start(dgst digest.Digest, sources []Source) *entry {
 	e := &entry{t: newTransfer(m, dgst), cancel: cancel, finished: make(chan struct{})}
 	e.t.idle = func() { m.idle(e) }
 	m.transfers[dgst] = e
+	m.live++
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -507,6 +574,11 @@ func (m *Manager) accept(t *Transfer, src Source, srcSize, size int64) error {
 	if !src.Trusted() {
 		// Held bytes are all kept until the blob verifies: they must spool.
 		if err := t.startSpool(); err != nil {
+			return fmt.Errorf("%w: %w", errFatal, err)
+		}
+	}
+	if t.spool != nil && srcSize > t.spool.reserved {
+		if err := t.reserveSpool(srcSize); err != nil {
 			return fmt.Errorf("%w: %w", errFatal, err)
 		}
 	}

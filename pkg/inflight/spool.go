@@ -36,8 +36,11 @@ type spool struct {
 	start int64 // the first offset on file (> 0 when spooling began after the window moved on)
 	filed int64 // bytes [start, filed) are on file
 	err   error // a write failed: readers that need the file fail
-	stop  context.CancelFunc
-	done  chan struct{} // closed when the writer has returned
+	// reserved is what the manager promised this spool (Limits.MaxSpool):
+	// the blob's size once known; it grows with the file when it is not.
+	reserved int64
+	stop     context.CancelFunc
+	done     chan struct{} // closed when the writer has returned
 }
 
 // removeStale deletes spool files a previous process left behind.
@@ -70,9 +73,18 @@ func (t *Transfer) startSpool() error {
 	if len(t.chunks) > 0 {
 		start = t.chunks[0].off
 	}
+	var reserved int64
+	if t.size > 0 {
+		if err := t.m.reserve(t.size); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return err
+		}
+		reserved = t.size
+	}
 	// The manager's context, so that Close stops every writer.
 	ctx, stop := context.WithCancel(t.m.ctx)
-	s := &spool{path: f.Name(), f: f, start: start, filed: start, stop: stop, done: make(chan struct{})}
+	s := &spool{path: f.Name(), f: f, start: start, filed: start, stop: stop, done: make(chan struct{}), reserved: reserved}
 	t.spool = s
 	t.m.wg.Go(func() {
 		defer close(s.done)
@@ -102,6 +114,14 @@ func (t *Transfer) writeSpool(ctx context.Context, s *spool) {
 		}
 		off, gen := s.filed, t.gen
 		data := c.buf[off-c.off : min(c.end(), t.written)-c.off]
+		end := off + int64(len(data))
+		if end > s.reserved {
+			// A size nobody declared: the promise grows with the file.
+			if err := t.reserveSpool(max(end, s.reserved+int64(t.m.cfg.Limits.ChunkSize)*int64(t.m.cfg.Limits.WindowChunks))); err != nil {
+				t.broadcast(func() { s.err = err })
+				return
+			}
+		}
 		c.pins++
 		t.mu.Unlock()
 		_, err := s.f.WriteAt(data, off)
@@ -115,7 +135,10 @@ func (t *Transfer) writeSpool(ctx context.Context, s *spool) {
 				s.err = fmt.Errorf("inflight: spool: %w", err)
 				return
 			}
-			s.filed = off + int64(len(data))
+			if end > s.filed {
+				t.m.filed.Add(end - max(s.filed, 0))
+			}
+			s.filed = end
 		})
 	}
 }
@@ -132,6 +155,21 @@ func (t *Transfer) closeSpool() {
 	<-s.done
 	s.f.Close()
 	os.Remove(s.path)
+	t.mu.Lock()
+	t.m.filed.Add(-(s.filed - s.start))
+	t.m.unreserve(s.reserved)
+	s.filed, s.reserved = s.start, 0
+	t.mu.Unlock()
+}
+
+// reserveSpool raises the spool's promise to n bytes. t.mu is held.
+func (t *Transfer) reserveSpool(n int64) error {
+	s := t.spool
+	if err := t.m.reserve(n - s.reserved); err != nil {
+		return err
+	}
+	s.reserved = n
+	return nil
 }
 
 // truncateSpool empties the spool for a restart from offset 0. t.mu is held.
@@ -139,6 +177,7 @@ func (t *Transfer) truncateSpool() error {
 	if t.spool == nil {
 		return nil
 	}
+	t.m.filed.Add(-(t.spool.filed - t.spool.start))
 	t.spool.start, t.spool.filed = 0, 0
 	if err := t.spool.f.Truncate(0); err != nil {
 		return fmt.Errorf("inflight: spool: %w", err)

@@ -25,8 +25,9 @@ var ErrGone = errors.New("bytes no longer held by the transfer")
 // Transfer is one blob being fetched: a window of recent bytes in memory
 // (window.go) and, when needed, a spool file (spool.go).
 type Transfer struct {
-	dgst digest.Digest
-	m    *Manager
+	dgst      digest.Digest
+	m         *Manager
+	closeOnce sync.Once
 
 	mu       sync.Mutex
 	size     int64    // total size; -1 until a source tells
@@ -81,10 +82,15 @@ func (t *Transfer) wakeup(ctx context.Context) error {
 // close releases the window and the spool once the filler has finished and no
 // reader is left.
 func (t *Transfer) close() {
-	t.closeSpool()
-	t.mu.Lock()
-	t.dropWindow()
-	t.mu.Unlock()
+	t.closeOnce.Do(func() {
+		t.closeSpool()
+		t.mu.Lock()
+		t.dropWindow()
+		t.mu.Unlock()
+		t.m.mu.Lock()
+		t.m.live--
+		t.m.mu.Unlock()
+	})
 }
 
 // reset discards held-back bytes after a mismatch, so that the next source

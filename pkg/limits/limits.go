@@ -27,6 +27,13 @@ type Limits struct {
 	// SourceAttempts bounds how often one source is re-opened after failing
 	// mid-stream.
 	SourceAttempts int
+	// MaxTransfers bounds the transfers in flight, and MaxSpool the bytes
+	// their spool files may take together (--max-transfers, --max-spool):
+	// past either, a new transfer is a fast 404 and containerd pulls
+	// directly. MaxSpool has no fixed default: the daemon derives it from
+	// the data directory's free space; zero here means 10 GiB.
+	MaxTransfers int
+	MaxSpool     int64
 
 	// Peer fetches (pkg/peer).
 
@@ -84,6 +91,8 @@ func Default() Limits {
 		ChunkSize:      256 << 10,
 		WindowChunks:   8,
 		SourceAttempts: 3,
+		MaxTransfers:   32,
+		MaxSpool:       10 << 30,
 
 		PeerDial:       300 * time.Millisecond,
 		PeerHeaders:    2 * time.Second,
@@ -131,6 +140,8 @@ func (l Limits) WithDefaults() Limits {
 	fillInt(&l.ChunkSize, d.ChunkSize)
 	fillInt(&l.WindowChunks, d.WindowChunks)
 	fillInt(&l.SourceAttempts, d.SourceAttempts)
+	fillInt(&l.MaxTransfers, d.MaxTransfers)
+	fill64(&l.MaxSpool, d.MaxSpool)
 	fill(&l.PeerDial, d.PeerDial)
 	fill(&l.PeerHeaders, d.PeerHeaders)
 	fill(&l.HedgeDelay, d.HedgeDelay)

@@ -22,6 +22,7 @@ type Metrics struct {
 	LookupDuration  prometheus.Histogram
 	PeerTags        prometheus.Counter     // tags served as a peer advertises them
 	FetchedBytes    *prometheus.CounterVec // source: bytes this node received for transfers
+	Refused         *prometheus.CounterVec // reason: requests answered 404 because a limit was reached
 }
 
 // New registers every metric, with the Go runtime and process collectors.
@@ -57,13 +58,17 @@ func New() *Metrics {
 			Name: "shoal_peer_tags_total",
 			Help: "Tags answered as a peer advertises them, because the upstream could not be reached.",
 		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_refused_total",
+			Help: "Requests answered 404 because a limit was reached, by reason: transfers, spool, relays.",
+		}, []string{"reason"}),
 		FetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_fetched_bytes_total",
 			Help: "Bytes this node received for blob transfers, by source (upstream, peer): a herd's upstream cost, per node.",
 		}, []string{"source"}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes,
+		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {
@@ -72,7 +77,21 @@ func New() *Metrics {
 	for _, s := range []string{"peer", "upstream"} {
 		m.FetchedBytes.WithLabelValues(s)
 	}
+	for _, r := range []string{"transfers", "spool", "relays"} {
+		m.Refused.WithLabelValues(r)
+	}
 	return m
+}
+
+// WatchTransfers registers the transfer gauges, shoal_transfers and
+// shoal_spool_bytes, read from stats at every scrape.
+func (m *Metrics) WatchTransfers(stats func() (transfers int, spoolBytes int64)) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_transfers", Help: "Transfers in flight (or kept for peers a moment)."},
+			func() float64 { n, _ := stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_spool_bytes", Help: "Bytes the transfers in flight hold on disk."},
+			func() float64 { _, b := stats(); return float64(b) }),
+	)
 }
 
 // Handler serves the text exposition format.
