@@ -57,6 +57,8 @@ type knobs struct {
 	tokenTTL      int    // expires_in; omitted when negative
 	accessToken   bool   // send access_token instead of token
 	tokenDelay    time.Duration
+	scope         string // the challenge's scope, with %s for the name; "" is repository:%s:pull
+	realm         string // the challenge's realm; "" is this registry's /token
 }
 
 type fakeManifest struct {
@@ -148,7 +150,7 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
-	if !r.authorized(w, req, name, k.auth) {
+	if !r.authorized(w, req, name, k) {
 		return
 	}
 	switch kind {
@@ -159,8 +161,8 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name, mode string) bool {
-	switch mode {
+func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name string, k knobs) bool {
+	switch mode := k.auth; mode {
 	case "":
 		return true
 	case "forbidden":
@@ -176,7 +178,14 @@ func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name
 		if valid && mode == "bearer" {
 			return true
 		}
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake",scope="repository:%s:pull"`, r.srv.URL, name))
+		scope, realm := "repository:%s:pull", r.srv.URL+"/token"
+		if k.scope != "" {
+			scope = k.scope
+		}
+		if k.realm != "" {
+			realm = k.realm
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s",service="fake",scope="%s"`, realm, fmt.Sprintf(scope, name)))
 	}
 	r.mu.Lock()
 	r.unauth++
