@@ -127,6 +127,12 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		r.serveToken(w, req)
 		return
 	}
+	if p, ok := strings.CutPrefix(req.URL.Path, "/storage"); ok {
+		// Blob storage on the registry's own host, where redirects may point.
+		ref := p[strings.LastIndexByte(p, '/')+1:]
+		r.serveBlob(w, req, ref, knobs{})
+		return
+	}
 	r.v2Hits.Add(1)
 	r.mu.Lock()
 	r.lastReq = req.Clone(context.Background())
