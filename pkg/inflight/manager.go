@@ -17,6 +17,10 @@ import (
 // ErrNoSource means no source could supply the blob.
 var ErrNoSource = errors.New("no source has the blob")
 
+// ErrSpool means the spool could not be created, written or read (a full
+// disk, a read-only data directory): a failure of this node, not a miss.
+var ErrSpool = errors.New("inflight: spool")
+
 // Source is one place a blob can be read from, starting at any offset.
 type Source interface {
 	// Kind is the metrics label for bytes from this source: "upstream" or "peer".

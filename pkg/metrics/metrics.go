@@ -20,8 +20,18 @@ type Metrics struct {
 	AdvertisedKeys  prometheus.Gauge
 	ConnectedPeers  prometheus.Gauge
 	LookupDuration  prometheus.Histogram
-	PeerTags        prometheus.Counter // tags served as a peer advertises them
+	PeerTags        prometheus.Counter     // tags served as a peer advertises them
+	Errors          *prometheus.CounterVec // kind: one of the Error* kinds
 }
+
+// The kinds of shoal_errors_total: what failed, when a request fails for a
+// reason that is not a plain miss.
+const (
+	ErrorSpool      = "spool"      // the spool in --data-dir could not be created, written or read
+	ErrorContainerd = "containerd" // containerd or its content directory did not answer
+	ErrorUpstream   = "upstream"   // the upstream was unreachable, answered 5xx or 429, or sent bad bytes
+	ErrorPeer       = "peer"       // peers were unreachable, answered errors, or sent bad bytes
+)
 
 // New registers every metric, with the Go runtime and process collectors.
 func New() *Metrics {
@@ -56,13 +66,20 @@ func New() *Metrics {
 			Name: "shoal_peer_tags_total",
 			Help: "Tags answered as a peer advertises them, because the upstream could not be reached.",
 		}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_errors_total",
+			Help: "Failures that are not plain misses, by kind (spool, containerd, upstream, peer).",
+		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration, m.PeerTags,
+		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.Errors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {
 		m.ServedBytes.WithLabelValues(s)
+	}
+	for _, k := range []string{ErrorSpool, ErrorContainerd, ErrorUpstream, ErrorPeer} {
+		m.Errors.WithLabelValues(k)
 	}
 	return m
 }

@@ -100,17 +100,24 @@ func (c *peerClient) get(ctx context.Context, method, url string, hdr http.Heade
 	req.Header.Set(PeerHeader, "1")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrPeer, err)
 	}
 	if resp.StatusCode != wantStatus {
 		resp.Body.Close()
-		return nil, fmt.Errorf("peer answered %s", resp.Status)
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("peer answered %s", resp.Status) // a plain miss: a stale record
+		}
+		return nil, fmt.Errorf("%w: answered %s", ErrPeer, resp.Status)
 	}
 	return resp, nil
 }
 
 // errNoPeer means no provider could answer.
 var errNoPeer = errors.New("no peer could serve it")
+
+// ErrPeer marks a peer that failed rather than missed: unreachable, an error
+// status, an unusable answer.
+var ErrPeer = errors.New("peer failed")
 
 // attempt is one request to one provider.
 type attempt func(ctx context.Context, p Provider) (*http.Response, error)
@@ -303,7 +310,7 @@ func (s *peerBlob) Open(ctx context.Context, off int64) (io.ReadCloser, int64, e
 		// stream of unknown length could fill it before the digest fails.
 		if n, err := totalSize(resp, off); err != nil || n < 0 {
 			resp.Body.Close()
-			return nil, fmt.Errorf("peer gave no usable size: %v", err)
+			return nil, fmt.Errorf("%w: no usable size: %v", ErrPeer, err)
 		}
 		return resp, nil
 	})
