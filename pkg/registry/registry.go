@@ -94,8 +94,10 @@ type outcome struct {
 	err    *apiError
 	cause  error // the error behind err (or behind an abort), for the log level and failures
 	// abort: the body is already going out and must not end cleanly, so the
-	// connection is cut (see serveBlob).
+	// connection is cut (see serveBlob). blame is where its bytes came from;
+	// source stays empty, as for any answer that is not the content.
 	abort bool
+	blame mirror.Source
 }
 
 func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -250,7 +252,7 @@ func (g *Registry) noteFailures(r *http.Request, out outcome, status int) {
 	if out.cause == nil || r.Context().Err() != nil {
 		return
 	}
-	for _, kind := range failureKinds(out.cause, out.source) {
+	for _, kind := range failureKinds(out.cause, out.blame) {
 		if g.metrics != nil {
 			g.metrics.Errors.WithLabelValues(kind).Inc()
 		}
