@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -115,10 +114,10 @@ func (g *guard) DialContext(ctx context.Context, network, address string) (net.C
 
 // checkRedirect allows at most maxRedirects hops; for unlisted upstreams every
 // hop must stay https (the guarded transport then checks where it dials). For
-// listed ones, the transport routes each hop by its host (listed.go). No
-// chain that was https may continue over http: https bytes stream to
-// containerd as trusted (Trusted), and a downgrade would hand them to anyone
-// on the path.
+// listed ones, the transport routes each hop by its host (listed.go). A chain
+// that started on a trusted transport (https, or loopback: see Trusted) never
+// continues over plain HTTP across a network: its bytes stream to containerd
+// before they verify, and the hop would hand them to anyone on the path.
 func checkRedirect(guarded bool) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
 		if len(via) > maxRedirects {
@@ -130,8 +129,8 @@ func checkRedirect(guarded bool) func(*http.Request, []*http.Request) error {
 		if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
 			return refusedf("redirect to unsupported URL %s://%s", req.URL.Scheme, req.URL.Host)
 		}
-		if req.URL.Scheme == "http" && slices.ContainsFunc(via, func(r *http.Request) bool { return r.URL.Scheme == "https" }) {
-			return refusedf("redirect from https down to http://%s", req.URL.Host)
+		if len(via) > 0 && trustedURL(via[0].URL) && !trustedURL(req.URL) {
+			return refusedf("redirect from a trusted upstream down to plain http://%s", req.URL.Host)
 		}
 		return nil
 	}

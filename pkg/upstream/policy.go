@@ -68,17 +68,20 @@ func (c *Client) target(ns string) (*target, error) {
 // loopback address, where no network lies between. A plain-HTTP upstream
 // anywhere else is held, because anyone on the path could rewrite a layer,
 // and containerd keeps, and resumes from, a prefix it has once received.
-// Redirects cannot undo this: a chain that was https never continues over
-// http (checkRedirect), and hops off the listed hosts must be https.
+// Redirects cannot undo this: a trusted chain never continues over plain
+// HTTP across a network (checkRedirect), and hops off the listed hosts must
+// be https.
 func (c *Client) Trusted(ns string) bool {
 	t, err := c.target(ns)
-	if err != nil {
-		return false
-	}
-	if t.base.Scheme == "https" {
+	return err == nil && trustedURL(t.base)
+}
+
+// trustedURL: https, or a loopback host.
+func trustedURL(u *url.URL) bool {
+	if u.Scheme == "https" {
 		return true
 	}
-	host := t.base.Hostname()
+	host := u.Hostname()
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a.Unmap().IsLoopback()
 	}
