@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Packages with goroutines and shared state run under the race detector.
-RACE_PKGS := ./pkg/inflight/ ./pkg/registry/ ./pkg/upstream/ ./pkg/mirror/ ./pkg/store/ ./pkg/advertiser/ ./pkg/routing/... ./pkg/debug/ ./pkg/peerlink/
+RACE_PKGS := ./pkg/inflight/ ./pkg/registry/ ./pkg/httpserver/ ./pkg/upstream/ ./pkg/mirror/ ./pkg/store/ ./pkg/advertiser/ ./pkg/routing/... ./pkg/debug/ ./pkg/peerlink/ ./pkg/peer/ ./pkg/swarm/
 
 .PHONY: build test unit e2e fuzz demo bench lint deps clean image
 

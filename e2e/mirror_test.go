@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,9 +26,10 @@ import (
 // single is one node: a real containerd configured by `shoal configure`, and
 // `shoal run` beside it, in front of a real registry on 127.0.0.1.
 type single struct {
-	reg   *harness.Registry
-	node  *harness.Containerd
-	shoal *harness.Shoal
+	reg     *harness.Registry
+	node    *harness.Containerd
+	shoal   *harness.Shoal
+	corrupt *corrupted // what the corrupt.shoal.test upstream spoiled
 }
 
 // corruptHost is an ns whose upstream flips a byte in every blob body.
@@ -36,7 +39,7 @@ func startSingle(t *testing.T, legacy bool, nodeNum int, extraArgs ...string) *s
 	t.Helper()
 	prepare(t, legacy)
 	reg := harness.StartRegistry(t, t.TempDir(), "")
-	proxy := corruptingProxy(t, reg.URL())
+	proxy, spoiled := corruptingProxy(t, reg.URL())
 	node := harness.StartContainerd(t, t.TempDir(), harness.ContainerdOptions{Legacy: legacy, IP: harness.LoopbackIP(nodeNum)})
 	dir := t.TempDir()
 	s := harness.StartShoal(t, shoalBin, dir, node, harness.ShoalOptions{Upstreams: map[string]string{
@@ -45,15 +48,34 @@ func startSingle(t *testing.T, legacy bool, nodeNum int, extraArgs ...string) *s
 	}, Args: extraArgs})
 	out := s.Configure(t, node)
 	t.Logf("shoal configure: %s", strings.TrimSpace(out))
-	return &single{reg: reg, node: node, shoal: s}
+	return &single{reg: reg, node: node, shoal: s, corrupt: spoiled}
+}
+
+// corrupted counts the blob bodies a corrupting proxy spoiled, by digest.
+type corrupted struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *corrupted) add(d string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[d]++
+}
+
+func (c *corrupted) count(d digest.Digest) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[d.String()]
 }
 
 // corruptingProxy forwards to the registry and flips one byte in the middle of
 // every blob body over 64 KiB (layers, not configs), keeping its length: only
 // the digest can tell.
-func corruptingProxy(t *testing.T, target string) string {
+func corruptingProxy(t *testing.T, target string) (string, *corrupted) {
 	t.Helper()
 	u, _ := url.Parse(target)
+	spoiled := &corrupted{counts: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if strings.Contains(resp.Request.URL.Path, "/blobs/") && resp.StatusCode == 200 && resp.Request.Method == "GET" {
@@ -64,6 +86,7 @@ func corruptingProxy(t *testing.T, target string) string {
 			resp.Body.Close()
 			if len(body) > 64<<10 {
 				body[len(body)/2] ^= 0x55
+				spoiled.add(resp.Request.URL.Path[strings.LastIndexByte(resp.Request.URL.Path, '/')+1:])
 			}
 			resp.Body = io.NopCloser(strings.NewReader(string(body)))
 		}
@@ -76,7 +99,7 @@ func corruptingProxy(t *testing.T, target string) string {
 	srv := &http.Server{Handler: rp}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), spoiled
 }
 
 func TestSingleNodePull(t *testing.T) {
@@ -146,25 +169,65 @@ func TestCorruptUpstreamFailsCleanly(t *testing.T) {
 		t.Fatalf("pull of corrupt blobs succeeded:\n%s", out)
 	}
 	t.Logf("pull failed as it must: %s", lastLine(out))
-	// The pull really reached the layer: Shoal's "digest mismatch" below
-	// says so. (Whether the config got committed first is a race inside
-	// containerd, which cancels its other fetches once one fails.)
-	if missing, err := n.node.HasContent(ctx, img.Layers[0].Digest); err != nil || len(missing) != 1 {
+	// containerd may collect garbage at any moment once the failed pull's
+	// lease is gone; collect it now, so that nothing below can depend on
+	// what it happens to keep.
+	for _, args := range [][]string{{"leases", "create", "--id", "e2e-gc"}, {"leases", "delete", "--sync", "e2e-gc"}} {
+		if out, err := n.node.Ctr(ctx, args...); err != nil {
+			t.Fatalf("ctr %v: %v\n%s", args, err, out)
+		}
+	}
+	layer := img.Layers[0]
+	// The pull reached the layer: Shoal fetched it and the proxy spoiled it.
+	// (Not "the config is in containerd": containerd may garbage-collect an
+	// unreferenced blob as soon as the failed pull's lease ends.)
+	if n.corrupt.count(layer.Digest) == 0 {
+		t.Fatal("the layer was never fetched through the corrupting upstream")
+	}
+	// Shoal saw the mismatch on that layer, and counted an upstream failure.
+	logText, err := os.ReadFile(n.shoal.Proc.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !logHas(string(logText), "digest mismatch", layer.Digest.String()) {
+		t.Fatalf("shoal did not report a digest mismatch on %s:\n%s", layer.Digest, n.shoal.Proc.Tail(40))
+	}
+	if c := n.shoal.Metric("shoal_errors_total", map[string]string{"kind": "upstream"}); c < 1 {
+		t.Fatalf("shoal_errors_total{kind=upstream} = %v after a corrupt upstream", c)
+	}
+	// The corrupt layer never committed: containerd checks the digest
+	// itself before it commits, so a missing layer stays missing.
+	if missing, err := n.node.HasContent(ctx, layer.Digest); err != nil || len(missing) != 1 {
 		t.Fatalf("corrupt layer committed in containerd: missing=%v err=%v", missing, err)
 	}
-	if !strings.Contains(n.shoal.Proc.Tail(400), "digest mismatch") {
-		t.Fatalf("shoal did not detect the mismatch:\n%s", n.shoal.Proc.Tail(40))
+	// No corrupt layer was ever served as a complete response: Shoal cut
+	// the connection instead of ending the body.
+	if !logHas(string(logText), "aborting response", layer.Digest.String()) {
+		t.Fatalf("shoal did not abort the response for %s:\n%s", layer.Digest, n.shoal.Proc.Tail(40))
 	}
-	if files := n.shoal.SpoolFiles(); len(files) != 0 {
-		t.Fatalf("shoal kept files: %v", files)
-	}
-	if code := get(t, n.shoal.DebugURL+"/healthz"); code != 200 {
-		t.Fatalf("healthz %d after corrupt pull", code)
-	}
-	// No corrupt layer was ever served as a complete response.
-	if c := n.shoal.Metric("shoal_served_bytes_total", map[string]string{"source": "upstream"}); c >= float64(img.Config.Size+img.Layers[0].Size) {
+	if c := n.shoal.Metric("shoal_served_bytes_total", map[string]string{"source": "upstream"}); c >= float64(img.Config.Size+layer.Size) {
 		t.Fatalf("served %v upstream bytes: the corrupt layer was delivered in full", c)
 	}
+	// Nothing is left spooled once the failed transfers are released
+	// (asynchronously, after their last reader), and the daemon is alive.
+	waitFor(t, "spool empty", func() bool { return len(n.shoal.SpoolFiles()) == 0 })
+	if code := get(t, n.shoal.DebugURL+"/healthz"); code != 200 || !n.shoal.Proc.Alive() {
+		t.Fatalf("healthz %d after corrupt pull", code)
+	}
+}
+
+// logHas reports whether one line of a log holds every one of words.
+func logHas(log string, words ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // Bad inputs each get a 4xx and leave the daemon alive.

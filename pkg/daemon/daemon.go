@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shoalproject/shoal/pkg/debug"
+	"github.com/shoalproject/shoal/pkg/httpserver"
 	"github.com/shoalproject/shoal/pkg/inflight"
 	"github.com/shoalproject/shoal/pkg/limits"
 	"github.com/shoalproject/shoal/pkg/metrics"
@@ -69,7 +70,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight responses may take to finish
 	// after SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// ServerLimits bounds each HTTP listener (the mirror and the debug
+	// endpoint, each on its own): timeouts, header size and a connection
+	// cap. Zero fields take httpserver's defaults.
+	ServerLimits httpserver.Limits
+	Logger       *slog.Logger
 }
 
 // Run serves until ctx is cancelled.
@@ -155,9 +160,9 @@ func Run(ctx context.Context, cfg Config) error {
 	history := debug.NewHistory(100)
 	reg := registry.New(registry.Config{Mirror: chain, Lists: up, LocalTags: st, Metrics: met, OnRequest: history.Add,
 		Logger: log.With("component", "registry")})
-	regSrv := newServer(fromContainerd(reg), log)
+	regSrv := newServer(fromContainerd(reg), cfg.ServerLimits, log)
 	peerSrv := peerlink.NewServer(peerlink.ServerConfig{
-		Identity: net2.identity, Members: net2.router, Handler: fromPeer(reg),
+		Identity: net2.identity, Members: net2.router, Handler: fromPeer(reg), Limits: cfg.ServerLimits,
 		Logger: log.With("component", "peerlink"),
 	})
 	dbgSrv := newServer(debug.New(debug.Config{
@@ -176,7 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return map[string]float64{"local": counter(met.ServedBytes.WithLabelValues("local")),
 				"peer": counter(met.ServedBytes.WithLabelValues("peer")), "upstream": counter(met.ServedBytes.WithLabelValues("upstream"))}
 		},
-	}), log)
+	}), cfg.ServerLimits, log)
 
 	errc := make(chan error, 3)
 	go func() { errc <- serve(regSrv, regLn) }()
@@ -215,14 +220,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: a large blob may legitimately take minutes.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+func newServer(h http.Handler, lim httpserver.Limits, log *slog.Logger) *http.Server {
+	return httpserver.New(h, lim, slog.NewLogLogger(log.Handler(), slog.LevelDebug))
 }
 
 func serve(s *http.Server, ln net.Listener) error {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +19,10 @@ import (
 
 // ErrNoSource means no source could supply the blob.
 var ErrNoSource = errors.New("no source has the blob")
+
+// ErrSpool means the spool could not be created, written or read (a full
+// disk, a read-only data directory): a failure of this node, not a miss.
+var ErrSpool = errors.New("inflight: spool")
 
 // Source is one place a blob can be read from, starting at any offset.
 type Source interface {
@@ -395,13 +398,15 @@ type filler struct {
 	h            hash.Hash
 	log          *slog.Logger
 	errs         []error
-	contributors []Source // untrusted sources whose bytes are in the transfer
+	// contributors are the untrusted sources whose bytes are in the
+	// transfer, by index: sources need not be comparable.
+	contributors map[int]Source
 }
 
 // fill returns nil once the blob has verified.
 func (f *filler) fill(ctx context.Context, sources []Source) error {
 	t, lim := f.t, f.m.cfg.Limits
-	for _, src := range sources {
+	for i, src := range sources {
 		for attempt := 0; attempt < lim.SourceAttempts; attempt++ {
 			t.mu.Lock()
 			off, size, sizeOK := t.written, t.size, t.sizeOK
@@ -457,8 +462,11 @@ func (f *filler) fill(ctx context.Context, sources []Source) error {
 				}
 				break
 			}
-			if !src.Trusted() && !slices.Contains(f.contributors, src) {
-				f.contributors = append(f.contributors, src)
+			if !src.Trusted() {
+				if f.contributors == nil {
+					f.contributors = map[int]Source{}
+				}
+				f.contributors[i] = src
 			}
 			wd := &watchdog{d: lim.UpstreamStall, t: time.AfterFunc(lim.UpstreamStall, stall)}
 			err = t.fill(ctx, f.counted(src, body), f.h, lim.MaxBlobSize, wd)

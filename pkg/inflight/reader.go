@@ -127,7 +127,7 @@ func (r *Reader) openSpool() error {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("inflight: spool: %w", err)
+		return fmt.Errorf("%w: %w", ErrSpool, err)
 	}
 	r.f = f
 	return nil

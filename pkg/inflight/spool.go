@@ -67,7 +67,7 @@ func (t *Transfer) startSpool() error {
 	}
 	f, err := os.CreateTemp(t.m.cfg.Dir, t.dgst.Encoded()+"-*"+spoolSuffix)
 	if err != nil {
-		return fmt.Errorf("inflight: spool: %w", err)
+		return fmt.Errorf("%w: %w", ErrSpool, err)
 	}
 	start := t.received
 	if len(t.chunks) > 0 {
@@ -132,7 +132,7 @@ func (t *Transfer) writeSpool(ctx context.Context, s *spool) {
 		}
 		t.broadcast(func() {
 			if err != nil {
-				s.err = fmt.Errorf("inflight: spool: %w", err)
+				s.err = fmt.Errorf("%w: %w", ErrSpool, err)
 				return
 			}
 			if end > s.filed {
@@ -180,7 +180,7 @@ func (t *Transfer) truncateSpool() error {
 	t.m.filed.Add(-(t.spool.filed - t.spool.start))
 	t.spool.start, t.spool.filed = 0, 0
 	if err := t.spool.f.Truncate(0); err != nil {
-		return fmt.Errorf("inflight: spool: %w", err)
+		return fmt.Errorf("%w: %w", ErrSpool, err)
 	}
 	return nil
 }

@@ -23,7 +23,17 @@ type Metrics struct {
 	PeerTags        prometheus.Counter     // tags served as a peer advertises them
 	FetchedBytes    *prometheus.CounterVec // source: bytes this node received for transfers
 	Refused         *prometheus.CounterVec // reason: requests answered 404 because a limit was reached
+	Errors          *prometheus.CounterVec // kind: one of the Error* kinds
 }
+
+// The kinds of shoal_errors_total: what failed, when a request fails for a
+// reason that is not a plain miss.
+const (
+	ErrorSpool      = "spool"      // the spool in --data-dir could not be created, written or read
+	ErrorContainerd = "containerd" // containerd or its content directory did not answer
+	ErrorUpstream   = "upstream"   // the upstream was unreachable, answered 5xx or 429, or sent bad bytes
+	ErrorPeer       = "peer"       // peers were unreachable, answered errors, or sent bad bytes
+)
 
 // New registers every metric, with the Go runtime and process collectors.
 func New() *Metrics {
@@ -66,9 +76,13 @@ func New() *Metrics {
 			Name: "shoal_fetched_bytes_total",
 			Help: "Bytes this node received for blob transfers, by source (upstream, peer): a herd's upstream cost, per node.",
 		}, []string{"source"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_errors_total",
+			Help: "Failures that are not plain misses, by kind (spool, containerd, upstream, peer).",
+		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes, m.Refused,
+		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes, m.Refused, m.Errors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {
@@ -79,6 +93,9 @@ func New() *Metrics {
 	}
 	for _, r := range []string{"transfers", "spool", "relays"} {
 		m.Refused.WithLabelValues(r)
+	}
+	for _, k := range []string{ErrorSpool, ErrorContainerd, ErrorUpstream, ErrorPeer} {
+		m.Errors.WithLabelValues(k)
 	}
 	return m
 }

@@ -31,10 +31,14 @@ import (
 
 // Blob opens a blob.
 func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
-	if b, err := m.local.Open(ctx, req.Digest); err == nil {
+	b, lerr := m.local.Open(ctx, req.Digest)
+	if lerr == nil {
 		return &Blob{Content: b.Content, Size: b.Size, source: func() Source { return SourceLocal }, close: b.Close}, nil
-	} else if !errors.Is(err, store.ErrNotFound) {
-		m.log.Warn("local blob open failed; trying elsewhere", "digest", req.Digest, "err", err)
+	}
+	if errors.Is(lerr, store.ErrNotFound) {
+		lerr = nil // a plain miss
+	} else {
+		m.log.Warn("local blob open failed; trying elsewhere", "digest", req.Digest, "err", lerr)
 	}
 	var sources []inflight.Source
 	var opts []inflight.Option
@@ -50,7 +54,9 @@ func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
 	}
 	r, err := m.transfers.Fetch(ctx, req.Digest, sources, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, err)
+		// Every cause stays wrapped, so that the HTTP layer can tell a
+		// failure (containerd down, an unreachable upstream) from a miss.
+		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, req.Digest, errors.Join(lerr, err))
 	}
 	return &Blob{Content: r, Size: r.Size(), source: func() Source { return Source(r.Source()) }, close: r.Close, verify: r.Verify}, nil
 }
@@ -70,7 +76,8 @@ func (m *Mirror) blobSources(req Request) []inflight.Source {
 
 // BlobSize answers HEAD without fetching the blob.
 func (m *Mirror) BlobSize(ctx context.Context, req Request) (int64, Source, error) {
-	if b, err := m.local.Open(ctx, req.Digest); err == nil {
+	b, lerr := m.local.Open(ctx, req.Digest)
+	if lerr == nil {
 		b.Close()
 		return b.Size, SourceLocal, nil
 	}
@@ -78,6 +85,9 @@ func (m *Mirror) BlobSize(ctx context.Context, req Request) (int64, Source, erro
 		return 0, "", fmt.Errorf("%w: blob %s", ErrNotFound, req.Digest)
 	}
 	var errs []error
+	if !errors.Is(lerr, store.ErrNotFound) {
+		errs = append(errs, lerr)
+	}
 	if m.peers != nil {
 		size, err := m.peers.BlobSize(ctx, req.Name, req.Digest)
 		if err == nil {
@@ -86,7 +96,7 @@ func (m *Mirror) BlobSize(ctx context.Context, req Request) (int64, Source, erro
 		errs = append(errs, err)
 	}
 	if req.NS == "" {
-		return 0, "", fmt.Errorf("%w: blob %s is not on this node or its peers, and no ns names an upstream", ErrNotFound, req.Digest)
+		return 0, "", fmt.Errorf("%w: blob %s is not on this node or its peers, and no ns names an upstream: %w", ErrNotFound, req.Digest, errors.Join(errs...))
 	}
 	size, err := m.upstream.Stat(ctx, req.NS, req.Name, req.Digest)
 	if err != nil {
@@ -135,13 +145,18 @@ func (m *Mirror) manifestByTag(ctx context.Context, req Request) (*Manifest, err
 		}
 		return m.manifestByDigest(ctx, req, local.Digest)
 	}
-	if req.FromPeer || m.peers == nil {
-		return nil, fmt.Errorf("%w: tag %s: upstream: %v; local: %w", ErrNotFound, req.Tag, uerr, lerr)
+	if req.FromPeer {
+		return nil, fmt.Errorf("%w: tag %s: local: %w", ErrNotFound, req.Tag, lerr)
+	}
+	// Every cause stays wrapped, so that the HTTP layer can tell a failure
+	// (an unreachable upstream, containerd down) from a plain miss.
+	if m.peers == nil {
+		return nil, fmt.Errorf("%w: tag %s: upstream: %w; local: %w", ErrNotFound, req.Tag, uerr, lerr)
 	}
 	man, perr := m.peerManifest(ctx, peer.ManifestRequest{Key: TagKey(req.NS, req.Name, req.Tag),
 		Name: req.Name, Tag: req.Tag, NS: req.NS})
 	if perr != nil {
-		return nil, fmt.Errorf("%w: tag %s: upstream: %v; local: %v; peers: %w", ErrNotFound, req.Tag, uerr, lerr, perr)
+		return nil, fmt.Errorf("%w: tag %s: upstream: %w; local: %w; peers: %w", ErrNotFound, req.Tag, uerr, lerr, perr)
 	}
 	m.log.Warn("tag served as a peer advertises it; upstream unavailable",
 		"ns", req.NS, "name", req.Name, "tag", req.Tag, "digest", man.Digest, "upstream_err", uerr)

@@ -120,6 +120,8 @@ func (u *memUpstream) Blob(_ context.Context, _, _ string, d digest.Digest, off 
 	return io.NopCloser(bytes.NewReader(b[off:])), int64(len(b)), nil
 }
 
+func (u *memUpstream) Trusted(string) bool { return true }
+
 func (u *memUpstream) Stat(_ context.Context, _, _ string, d digest.Digest) (int64, error) {
 	u.asked.Add(1)
 	if err := u.fail(); err != nil {

@@ -51,6 +51,9 @@ type Upstream interface {
 	Manifest(ctx context.Context, ns, name string, dgst digest.Digest, accept []string) ([]byte, string, error)
 	Blob(ctx context.Context, ns, name string, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	Stat(ctx context.Context, ns, name string, dgst digest.Digest) (int64, error)
+	// Trusted says whether ns's bytes may stream before they verify (https,
+	// or loopback) or are held like a peer's.
+	Trusted(ns string) bool
 }
 
 // Peers is the peer client (pkg/peer), as the chain uses it.
@@ -164,7 +167,7 @@ type upstreamSource struct {
 }
 
 func (s upstreamSource) Kind() string  { return string(SourceUpstream) }
-func (s upstreamSource) Trusted() bool { return true }
+func (s upstreamSource) Trusted() bool { return s.u.Trusted(s.req.NS) }
 
 func (s upstreamSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
 	return s.u.Blob(ctx, s.req.NS, s.req.Name, s.req.Digest, off)

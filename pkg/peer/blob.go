@@ -85,7 +85,7 @@ func (c *Client) openBlob(ctx context.Context, headers time.Duration, p Provider
 	// unknown length could fill it before the digest fails.
 	if n, err := totalSize(resp, off); err != nil || n < 0 {
 		resp.Body.Close()
-		return nil, fmt.Errorf("peer gave no usable size: %v", err)
+		return nil, fmt.Errorf("%w: no usable size: %v", ErrPeer, err)
 	}
 	return resp, nil
 }

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,16 +132,19 @@ func (c *Client) get(ctx context.Context, headers time.Duration, p Provider, met
 			resp.Body.Close()
 		}
 		cancel()
-		return nil, &headerTimeout{headers}
+		return nil, fmt.Errorf("%w: %w", ErrPeer, &headerTimeout{headers})
 	}
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrPeer, err)
 	}
 	if resp.StatusCode != wantStatus {
 		resp.Body.Close()
 		cancel()
-		return nil, &statusError{resp.Status}
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, &statusError{resp.Status} // a plain miss (a stale record, a busy relay)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrPeer, &statusError{resp.Status})
 	}
 	resp.Body = &cancelOnClose{resp.Body, cancel}
 	return resp, nil
@@ -165,6 +169,10 @@ func (b *cancelOnClose) Close() error {
 	b.cancel()
 	return err
 }
+
+// ErrPeer marks a peer that failed rather than missed: unreachable, no
+// answer in time, an error status, an unusable answer.
+var ErrPeer = errors.New("peer failed")
 
 // statusError: the peer answered, but not with what was asked for. It is no
 // fault of the peer's: a 404 is a plain "not here".

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoalproject/shoal/pkg/httpserver"
 )
 
 // Members says who belongs to the cluster (pkg/routing implements it).
@@ -31,7 +33,10 @@ type ServerConfig struct {
 	// HandshakeTimeout bounds the TLS handshake and the membership check;
 	// default 5s.
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// Limits are the HTTP server's timeouts and caps, as for the mirror's
+	// own listener (pkg/httpserver).
+	Limits httpserver.Limits
+	Logger *slog.Logger
 }
 
 // Server is the peer-facing HTTPS server.
@@ -73,14 +78,10 @@ func NewServer(cfg ServerConfig) *Server {
 		},
 	}
 	s.tls = tlsConf
-	s.http = &http.Server{
-		Handler:           s.authorize(cfg.Handler),
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // HTTP/1.1 only
-		ReadHeaderTimeout: cfg.HandshakeTimeout + 10*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: a large blob may legitimately take minutes.
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-	}
+	s.http = httpserver.New(s.authorize(cfg.Handler), cfg.Limits, slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug))
+	s.http.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // HTTP/1.1 only
+	// The header timeout runs from accept, so it covers the handshake too.
+	s.http.ReadHeaderTimeout += cfg.HandshakeTimeout
 	return s
 }
 

@@ -39,7 +39,7 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 		if err := serveTransfer(w, r, b.Size, rw); err != nil {
 			// The body is short: never let it end as if complete.
 			g.log.Warn("aborting response", "digest", req.Digest, "source", b.Source(), "err", err)
-			panic(http.ErrAbortHandler)
+			return outcome{cause: err, abort: true, blame: b.Source()}
 		}
 	} else if b.Size >= 0 {
 		// ServeContent does Range, If-Range and 416 properly; given an
@@ -56,7 +56,7 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, req mirror.
 		// vanished: never let the body end cleanly, so containerd cannot
 		// mistake it for the blob.
 		g.log.Error("aborting response", "digest", req.Digest, "source", b.Source(), "err", err)
-		panic(http.ErrAbortHandler)
+		return outcome{cause: err, abort: true, blame: b.Source()}
 	}
 	return outcome{source: b.Source()}
 }

@@ -76,6 +76,7 @@ type Registry struct {
 	localTags LocalTags
 	metrics   *metrics.Metrics
 	onRequest func(Record)
+	failures  *failureLog
 	log       *slog.Logger
 }
 
@@ -85,14 +86,19 @@ func New(cfg Config) *Registry {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{mirror: cfg.Mirror, lists: cfg.Lists, localTags: cfg.LocalTags, metrics: cfg.Metrics,
-		onRequest: cfg.OnRequest, log: cfg.Logger}
+		onRequest: cfg.OnRequest, failures: newFailureLog(failureLogEvery, time.Now), log: cfg.Logger}
 }
 
 // outcome is what a resource handler reports for logs and metrics.
 type outcome struct {
 	source mirror.Source
 	err    *apiError
-	cause  error // the error behind err, for the log level
+	cause  error // the error behind err (or behind an abort), for the log level and failures
+	// abort: the body is already going out and must not end cleanly, so the
+	// connection is cut (see serveBlob). blame is where its bytes came from;
+	// source stays empty, as for any answer that is not the content.
+	abort bool
+	blame mirror.Source
 }
 
 func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -132,6 +138,9 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out = g.serveReferrers(w, r, req)
 	default:
 		out = outcome{err: &apiError{http.StatusNotFound, "UNSUPPORTED", "not served by this mirror: " + string(req.Kind)}}
+	}
+	if out.abort {
+		panic(http.ErrAbortHandler) // finish, deferred, still sees out
 	}
 	if out.err != nil {
 		writeError(w, r, out.err)
@@ -213,6 +222,7 @@ func (g *Registry) finish(rec *recorder, r *http.Request, req mirror.Request, ou
 		attrs = append(attrs, slog.String("error", out.err.Message))
 	}
 	g.log.LogAttrs(r.Context(), level, "request", attrs...)
+	g.noteFailures(r, out, status)
 
 	if req.Kind != oci.KindManifest && req.Kind != oci.KindBlob {
 		return
@@ -234,6 +244,30 @@ func (g *Registry) finish(rec *recorder, r *http.Request, req mirror.Request, ou
 		g.metrics.ServedBytes.WithLabelValues(source).Add(float64(rec.bytes))
 	}
 	g.metrics.Requests.WithLabelValues(string(req.Kind), source, strconv.Itoa(status)).Inc()
+}
+
+// noteFailures counts and (rate-limited) logs what failed behind a request
+// that was not a plain miss. A client that went away explains its own
+// failures, so those are left out.
+func (g *Registry) noteFailures(r *http.Request, out outcome, status int) {
+	if out.cause == nil || r.Context().Err() != nil {
+		return
+	}
+	for _, kind := range failureKinds(out.cause, out.blame) {
+		if g.metrics != nil {
+			g.metrics.Errors.WithLabelValues(kind).Inc()
+		}
+		ok, suppressed := g.failures.allow(kind)
+		if !ok {
+			continue
+		}
+		what := "answered 404, so containerd pulls without Shoal"
+		if out.abort {
+			what = "response aborted"
+		}
+		g.log.Warn("request failed, and not for a miss: "+what, "kind", kind, "suppressed", suppressed,
+			"method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"), "status", status, "err", out.cause)
+	}
 }
 
 // recorder notes status and body bytes. It forwards ReadFrom so that a copy

@@ -95,6 +95,7 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 type fixture struct {
+	spool      string // the transfers' spool directory
 	srv        *httptest.Server
 	origin     *origin
 	metrics    *metrics.Metrics
@@ -114,7 +115,11 @@ func randBytes(n int) []byte {
 	return b
 }
 
-func newFixture(t *testing.T) *fixture {
+// fixtureOption adjusts the chain's and the handler's configuration before
+// they are built.
+type fixtureOption func(*mirror.Config, *Config)
+
+func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 	t.Helper()
 	f := &fixture{origin: &origin{blobs: map[digest.Digest][]byte{}, manifests: map[string][]byte{}}}
 	f.local, f.remote = randBytes(1<<20+3), randBytes(3<<20+7)
@@ -150,15 +155,20 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spool := t.TempDir()
-	transfers, err := inflight.New(inflight.Config{Dir: spool, Limits: limits.Limits{Linger: time.Second}})
+	f.spool = t.TempDir()
+	transfers, err := inflight.New(inflight.Config{Dir: f.spool, Limits: limits.Limits{Linger: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(transfers.Close)
 	f.metrics = metrics.New()
-	chain := mirror.New(mirror.Config{Local: st, Upstream: client, Transfers: transfers})
-	f.srv = httptest.NewServer(New(Config{Mirror: chain, Metrics: f.metrics}))
+	mcfg := mirror.Config{Local: st, Upstream: client, Transfers: transfers}
+	rcfg := Config{Metrics: f.metrics}
+	for _, opt := range opts {
+		opt(&mcfg, &rcfg)
+	}
+	rcfg.Mirror = mirror.New(mcfg)
+	f.srv = httptest.NewServer(New(rcfg))
 	t.Cleanup(f.srv.Close)
 	return f
 }

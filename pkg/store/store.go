@@ -31,6 +31,11 @@ import (
 // ErrNotFound means the node does not hold the content or tag.
 var ErrNotFound = errors.New("not found in the local store")
 
+// ErrContainerd means containerd, or its content directory, failed to answer:
+// the content may well be there. Errors from reads and look-ups wrap either it
+// or ErrNotFound, except a blob over ReadAll's limit.
+var ErrContainerd = errors.New("store: containerd")
+
 // Config configures a Store.
 type Config struct {
 	Socket     string // containerd's gRPC socket
@@ -122,7 +127,7 @@ func (s *Store) Resolve(ctx context.Context, registry, name, tag string) (ocispe
 		return ocispec.Descriptor{}, ErrNotFound
 	}
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("store: image %s: %w", ImageName(registry, name, tag), err)
+		return ocispec.Descriptor{}, fmt.Errorf("%w: image %s: %w", ErrContainerd, ImageName(registry, name, tag), err)
 	}
 	return img.Target, nil
 }
@@ -138,7 +143,7 @@ func (s *Store) Tags(ctx context.Context, registry, name string) ([]string, erro
 	defer cancel()
 	imgs, err := s.client.ImageService().List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store: list images: %w", err)
+		return nil, fmt.Errorf("%w: list images: %w", ErrContainerd, err)
 	}
 	prefix := ImageName(registry, name, "")
 	var tags []string
@@ -166,7 +171,7 @@ func (s *Store) Open(ctx context.Context, dgst digest.Digest) (*Blob, error) {
 		fi, err := f.Stat()
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("store: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrContainerd, err)
 		}
 		return &Blob{Content: f, Size: fi.Size(), Close: f.Close}, nil
 	case errors.Is(err, fs.ErrNotExist) && s.dirReadable(dgst.Algorithm()):
@@ -199,7 +204,7 @@ func (s *Store) openAPI(ctx context.Context, dgst digest.Digest) (*Blob, error) 
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: content info %s: %w", dgst, err)
+		return nil, fmt.Errorf("%w: content info %s: %w", ErrContainerd, dgst, err)
 	}
 	// The reader lives as long as the response, so it takes the request context.
 	ra, err := cs.ReaderAt(ctx, ocispec.Descriptor{Digest: dgst, Size: info.Size})
@@ -207,7 +212,7 @@ func (s *Store) openAPI(ctx context.Context, dgst digest.Digest) (*Blob, error) 
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: content reader %s: %w", dgst, err)
+		return nil, fmt.Errorf("%w: content reader %s: %w", ErrContainerd, dgst, err)
 	}
 	return &Blob{Content: io.NewSectionReader(ra, 0, ra.Size()), Size: ra.Size(), Close: ra.Close}, nil
 }

@@ -21,7 +21,12 @@ const (
 	maxAuthEntries = 4096
 )
 
-type tokenKey struct{ realm, service, scope string }
+// tokenKey is what a token answers: pulling name from the upstream at base,
+// through realm and service. It is the key a request looks up before it has
+// seen any challenge, so it holds nothing from the challenge but where to
+// ask: a registry whose scope string differs from ours (extra actions, a
+// prefixed name) still gets a hit for the name it was asked about.
+type tokenKey struct{ base, realm, service, name string }
 
 // realmInfo remembers where an upstream sends clients for tokens, so later
 // requests can present a cached token up front instead of collecting a 401.
@@ -38,9 +43,10 @@ type tokenCall struct {
 	err   error
 }
 
-// authCache fetches anonymous bearer tokens and caches them per (realm,
-// service, scope) until shortly before they expire. Concurrent misses for
-// the same key share one fetch.
+// authCache fetches anonymous bearer tokens and caches them per tokenKey
+// until shortly before they expire. Concurrent misses for the same key share
+// one fetch. Both caches are LRU-bounded, so hostile ns values can only evict
+// tokens that nobody has used for longer than they have been flooding.
 type authCache struct {
 	ua      string
 	timeout time.Duration // for one token fetch, detached from any one caller
@@ -48,17 +54,17 @@ type authCache struct {
 	now     func() time.Time
 
 	mu       sync.Mutex
-	tokens   map[tokenKey]cachedToken
-	inflight map[tokenKey]*tokenCall
-	realms   map[string]realmInfo // by upstream base URL
+	tokens   *lru[tokenKey, cachedToken]
+	inflight map[tokenKey]*tokenCall // bounded by the requests in flight
+	realms   *lru[string, realmInfo] // by upstream base URL
 }
 
 func newAuthCache(ua string, timeout time.Duration, log *slog.Logger) *authCache {
 	return &authCache{
 		ua: ua, timeout: timeout, log: log, now: time.Now,
-		tokens:   map[tokenKey]cachedToken{},
+		tokens:   newLRU[tokenKey, cachedToken](maxAuthEntries),
 		inflight: map[tokenKey]*tokenCall{},
-		realms:   map[string]realmInfo{},
+		realms:   newLRU[string, realmInfo](maxAuthEntries),
 	}
 }
 
@@ -69,12 +75,12 @@ func pullScope(name string) string { return "repository:" + name + ":pull" }
 func (a *authCache) cached(base, name string) (string, tokenKey) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ri, ok := a.realms[base]
+	ri, ok := a.realms.get(base)
 	if !ok {
 		return "", tokenKey{}
 	}
-	key := tokenKey{ri.realm, ri.service, pullScope(name)}
-	if t, ok := a.tokens[key]; ok && a.now().Before(t.expires) {
+	key := tokenKey{base, ri.realm, ri.service, name}
+	if t, ok := a.tokens.get(key); ok && a.now().Before(t.expires) {
 		return t.token, key
 	}
 	return "", tokenKey{}
@@ -83,7 +89,7 @@ func (a *authCache) cached(base, name string) (string, tokenKey) {
 // forget drops a token the upstream has just rejected.
 func (a *authCache) forget(key tokenKey) {
 	a.mu.Lock()
-	delete(a.tokens, key)
+	a.tokens.remove(key)
 	a.mu.Unlock()
 }
 
@@ -103,11 +109,11 @@ func (a *authCache) token(ctx context.Context, hc *http.Client, guarded bool, ba
 	if scope == "" {
 		scope = pullScope(name)
 	}
-	key := tokenKey{realm, service, scope}
+	key := tokenKey{base, realm, service, name}
 
 	a.mu.Lock()
-	putBounded(a.realms, base, realmInfo{realm, service})
-	if t, ok := a.tokens[key]; ok && a.now().Before(t.expires) {
+	a.realms.put(base, realmInfo{realm, service})
+	if t, ok := a.tokens.get(key); ok && a.now().Before(t.expires) {
 		a.mu.Unlock()
 		return t.token, nil
 	}
@@ -117,7 +123,7 @@ func (a *authCache) token(ctx context.Context, hc *http.Client, guarded bool, ba
 		a.inflight[key] = call
 		// The fetch outlives a caller that gives up, so that callers waiting
 		// on the same key still get the token; a.timeout bounds it.
-		go a.fetch(context.WithoutCancel(ctx), hc, ru, key, call)
+		go a.fetch(context.WithoutCancel(ctx), hc, ru, key, scope, call)
 	}
 	a.mu.Unlock()
 
@@ -129,17 +135,17 @@ func (a *authCache) token(ctx context.Context, hc *http.Client, guarded bool, ba
 	}
 }
 
-func (a *authCache) fetch(ctx context.Context, hc *http.Client, realm *url.URL, key tokenKey, call *tokenCall) {
+func (a *authCache) fetch(ctx context.Context, hc *http.Client, realm *url.URL, key tokenKey, scope string, call *tokenCall) {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
-	tok, ttl, err := a.request(ctx, hc, realm, key)
+	tok, ttl, err := a.request(ctx, hc, realm, key.service, scope)
 
 	a.mu.Lock()
 	// Publish and retire the call in one step so a later miss sees either
 	// the cached token or the in-flight call, never neither.
 	if err == nil {
 		margin := min(10*time.Second, ttl/2)
-		putBounded(a.tokens, key, cachedToken{tok, a.now().Add(ttl - margin)})
+		a.tokens.put(key, cachedToken{tok, a.now().Add(ttl - margin)})
 	}
 	delete(a.inflight, key)
 	a.mu.Unlock()
@@ -148,13 +154,15 @@ func (a *authCache) fetch(ctx context.Context, hc *http.Client, realm *url.URL, 
 	close(call.done)
 }
 
-func (a *authCache) request(ctx context.Context, hc *http.Client, realm *url.URL, key tokenKey) (string, time.Duration, error) {
+// request asks the token endpoint for scope, exactly as the challenge named
+// it (space-separated scopes become one parameter each).
+func (a *authCache) request(ctx context.Context, hc *http.Client, realm *url.URL, service, scope string) (string, time.Duration, error) {
 	u := *realm
 	q := u.Query()
-	if key.service != "" {
-		q.Set("service", key.service)
+	if service != "" {
+		q.Set("service", service)
 	}
-	for _, s := range strings.Fields(key.scope) {
+	for _, s := range strings.Fields(scope) {
 		q.Add("scope", s)
 	}
 	u.RawQuery = q.Encode()
@@ -193,19 +201,6 @@ func (a *authCache) request(ctx context.Context, hc *http.Client, realm *url.URL
 	if body.ExpiresIn > 0 {
 		ttl = time.Duration(min(body.ExpiresIn, int64(maxTokenTTL/time.Second))) * time.Second
 	}
-	a.log.Debug("upstream: got anonymous token", "realm", realm.Redacted(), "scope", key.scope, "ttl", ttl)
+	a.log.Debug("upstream: got anonymous token", "realm", realm.Redacted(), "scope", scope, "ttl", ttl)
 	return tok, ttl, nil
-}
-
-// putBounded inserts into m, first evicting an arbitrary entry when m is full.
-// Crude, but it only matters under abuse, and a dropped entry only costs a
-// refetch.
-func putBounded[K comparable, V any](m map[K]V, k K, v V) {
-	if _, ok := m[k]; !ok && len(m) >= maxAuthEntries {
-		for old := range m {
-			delete(m, old)
-			break
-		}
-	}
-	m[k] = v
 }

@@ -3,6 +3,9 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strings"
@@ -281,15 +284,96 @@ func TestTokenRealmPolicy(t *testing.T) {
 	}
 }
 
-func TestTokenCacheBounded(t *testing.T) {
-	m := map[int]int{}
-	for i := 0; i < maxAuthEntries*2; i++ {
-		putBounded(m, i, i)
+// A registry whose challenge names the scope differently from the pull
+// scope (extra actions, a prefixed repository, several scopes) must still get
+// its token presented up front: one 401, then hits.
+func TestTokenCachedWhateverTheChallengeScope(t *testing.T) {
+	for _, scope := range []string{
+		"repository:%s:pull,push",
+		"repository:%s:metadata_read,pull",
+		"repository:proxy/%s:pull",
+		"repository:%s:pull repository:base/layers:pull",
+	} {
+		t.Run(scope, func(t *testing.T) {
+			reg := newFakeRegistry(t)
+			body, mt := testManifest(t)
+			reg.addManifest(repo, "latest", body, mt)
+			reg.set(func(k *knobs) { k.auth, k.scope = "bearer", scope })
+			c := newTestClient(t, reg, nil)
+			for i := 0; i < 3; i++ {
+				if _, err := c.Resolve(context.Background(), testNS, repo, "latest", nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			seen := reg.seen()
+			if n := reg.tokenHits.Load(); n != 1 || seen.unauth != 1 {
+				t.Fatalf("%d token fetches and %d 401 answers for 3 requests, want 1 and 1", n, seen.unauth)
+			}
+			// The token endpoint is asked for the scope as challenged.
+			if want := "fake " + strings.Fields(fmt.Sprintf(scope, repo))[0]; seen.scopes[0] != want {
+				t.Fatalf("token request %q, want %q", seen.scopes[0], want)
+			}
+		})
 	}
-	if len(m) != maxAuthEntries {
-		t.Fatalf("map grew to %d entries", len(m))
+}
+
+// The caches are LRU: a flood of new entries evicts what nobody uses, never
+// the entry that is being used all along.
+func TestAuthCacheLRU(t *testing.T) {
+	c := newLRU[int, int](maxAuthEntries)
+	c.put(-1, -1) // the hot entry
+	for i := 0; i < maxAuthEntries*3; i++ {
+		if _, ok := c.get(-1); !ok {
+			t.Fatalf("hot entry evicted after %d others", i)
+		}
+		c.put(i, i)
+		if c.len() > maxAuthEntries {
+			t.Fatalf("cache grew to %d entries", c.len())
+		}
 	}
-	if m[maxAuthEntries*2-1] != maxAuthEntries*2-1 {
-		t.Fatal("latest entry missing")
+	if _, ok := c.get(0); ok {
+		t.Fatal("coldest entry still cached")
+	}
+	if v, ok := c.get(maxAuthEntries*3 - 1); !ok || v != maxAuthEntries*3-1 {
+		t.Fatal("newest entry missing")
+	}
+	c.remove(-1)
+	if _, ok := c.get(-1); ok || c.len() != maxAuthEntries-1 {
+		t.Fatal("remove did not remove")
+	}
+}
+
+// tokenServer answers every token request in memory, with a fresh token.
+type tokenServer struct{ n *atomic.Int64 }
+
+func (ts tokenServer) RoundTrip(r *http.Request) (*http.Response, error) {
+	body := fmt.Sprintf(`{"token":"t-%d","expires_in":3600}`, ts.n.Add(1))
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+}
+
+// Tokens for a flood of one-off upstreams (distinct ns values cost an
+// attacker nothing) do not evict the token a busy upstream keeps presenting.
+func TestHotTokenSurvivesFlood(t *testing.T) {
+	a := newAuthCache("shoal-test", time.Second, slog.New(slog.DiscardHandler))
+	var fetched atomic.Int64
+	hc := &http.Client{Transport: tokenServer{&fetched}}
+	ctx := context.Background()
+	ch := challenge{"bearer", map[string]string{"realm": "https://auth.example/token", "service": "s"}}
+	const hot = "https://busy.example"
+	if _, err := a.token(ctx, hc, true, hot, ch, "busy/app"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8*maxAuthEntries; i++ {
+		if _, err := a.token(ctx, hc, true, fmt.Sprintf("https://flood-%d.example", i), ch, "x"); err != nil {
+			t.Fatal(err)
+		}
+		if i%256 == 0 {
+			if tok, _ := a.cached(hot, "busy/app"); tok == "" {
+				t.Fatalf("hot token evicted after %d one-off upstreams", i)
+			}
+		}
+	}
+	if tok, _ := a.cached("https://flood-0.example", "x"); tok != "" {
+		t.Fatal("the coldest token is still cached: the cache is not bounded")
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -27,7 +27,7 @@ type Client struct {
 
 	guard       *guard
 	guardedHTTP *http.Client // unlisted upstreams and the docker.io default
-	listedHTTP  *http.Client // operator-listed upstreams, any address
+	listedHTTP  *http.Client // operator-listed upstreams, any address; elsewhere through the guard (listed.go)
 	auth        *authCache
 }
 
@@ -40,6 +40,7 @@ type listedUpstream struct {
 func New(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, log: cfg.Logger, listed: map[string]listedUpstream{}}
+	hosts := map[string]bool{} // every listed host, dialled without the guard
 	for _, ns := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		key, err := normalizeNS(ns)
 		if err != nil {
@@ -52,7 +53,11 @@ func New(cfg Config) (*Client, error) {
 		if _, dup := c.listed[key]; dup {
 			return nil, fmt.Errorf("upstream %q: ns %q listed twice", ns, key)
 		}
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil && isMetadata(a) {
+			return nil, fmt.Errorf("upstream %q: %s is a link-local or cloud metadata address", ns, a)
+		}
 		c.listed[key] = listedUpstream{base: u}
+		hosts[urlHostPort(u)] = true
 	}
 	if _, ok := c.listed[dockerHubNS]; !ok && !cfg.DisableDockerHubDefault {
 		u, _ := url.Parse(dockerHubURL)
@@ -61,13 +66,17 @@ func New(cfg Config) (*Client, error) {
 	c.cfg.Upstreams = nil // not kept: c.listed is the validated copy
 
 	c.guard = newGuard(cfg.LookupIPAddr, cfg.DialTimeout, c.log)
+	guarded := newTransport(c.guard.DialContext, cfg)
 	c.guardedHTTP = &http.Client{
-		Transport:     newTransport(c.guard.DialContext, cfg),
+		Transport:     guarded,
 		CheckRedirect: checkRedirect(true),
 	}
-	plain := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	c.listedHTTP = &http.Client{
-		Transport:     newTransport(plain.DialContext, cfg),
+		Transport: &listedRouter{
+			hosts:   hosts,
+			direct:  newTransport(newListedDialer(hosts, cfg.DialTimeout).DialContext, cfg),
+			guarded: guarded,
+		},
 		CheckRedirect: checkRedirect(false),
 	}
 	c.auth = newAuthCache(cfg.UserAgent, cfg.DialTimeout+cfg.ResponseHeaderTimeout+10*time.Second, c.log)

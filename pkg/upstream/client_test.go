@@ -320,7 +320,9 @@ func TestBlobRedirect(t *testing.T) {
 	d := cdn.addBlob(blob)
 	reg := newFakeRegistry(t)
 	reg.set(func(k *knobs) { k.redirectTo = cdn.srv.URL })
-	c := newTestClient(t, reg, nil)
+	// A listed registry may redirect to another listed host (see
+	// TestListedRedirectsGuarded for every other target).
+	c := newTestClient(t, reg, func(cfg *Config) { cfg.Upstreams["cdn.shoal.test"] = cdn.srv.URL })
 
 	rc, total, err := c.Blob(context.Background(), testNS, repo, d, 5)
 	if err != nil {

@@ -7,7 +7,10 @@
 // lookup key and never as a raw dial target:
 //
 //   - an ns listed in Config.Upstreams goes to the operator's URL, whatever
-//     address that is (http or https by its scheme);
+//     address that is (http or https by its scheme). Its redirects and bearer
+//     realms are the upstream's choice, not the operator's: they are dialled
+//     directly only on a listed host, and otherwise pass the guard below
+//     (listed.go). Cloud metadata endpoints are never dialled, listed or not;
 //   - with Config.Strict, any other ns is refused;
 //   - otherwise the ns is contacted as https://<ns>, but only if every address
 //     it stands for is public (see IsPublic). The check is repeated on the
@@ -17,6 +20,9 @@
 // The built-in docker.io default (https://registry-1.docker.io) counts as
 // listed for Strict, but is dialled through the guard because no operator
 // chose it; listing docker.io explicitly removes the guard.
+//
+// Client.Trusted tells the mirror whether an upstream's bytes may stream to
+// containerd before they verify: https, or plain HTTP over loopback.
 //
 // Only anonymous pulls are attempted. An upstream that wants credentials
 // (401/403) is reported as ErrNotFound so that containerd falls back to its

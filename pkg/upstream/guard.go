@@ -39,18 +39,22 @@ func controlPublic(network, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return refusedf("cannot check dialled address %q", address)
 	}
-	if !IsPublic(ap.Addr()) {
+	if !dialable(ap.Addr()) {
 		return refusedf("dialled address %s is not public", ap.Addr())
 	}
 	return nil
 }
+
+// dialable: the guard dials public addresses, and never a metadata endpoint
+// even where one is public (Azure's WireServer).
+func dialable(a netip.Addr) bool { return IsPublic(a) && !isMetadata(a) }
 
 // publicAddrs returns the addresses host stands for, or an ErrRefused error
 // if any of them is not public: a name with one private address could be
 // pointed at it by whoever controls the name.
 func (g *guard) publicAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
-		if !IsPublic(a) {
+		if !dialable(a) {
 			return nil, refusedf("address %s is not public", a)
 		}
 		return []netip.Addr{a.Unmap()}, nil
@@ -69,7 +73,7 @@ func (g *guard) publicAddrs(ctx context.Context, host string) ([]netip.Addr, err
 			return nil, refusedf("%s resolved to an invalid address", host)
 		}
 		a = a.Unmap().WithZone(ipa.Zone)
-		if !IsPublic(a) {
+		if !dialable(a) {
 			return nil, refusedf("%s resolves to non-public address %s", host, a)
 		}
 		addrs = append(addrs, a)
@@ -109,7 +113,11 @@ func (g *guard) DialContext(ctx context.Context, network, address string) (net.C
 }
 
 // checkRedirect allows at most maxRedirects hops; for unlisted upstreams every
-// hop must stay https (the guarded transport then checks where it dials).
+// hop must stay https (the guarded transport then checks where it dials). For
+// listed ones, the transport routes each hop by its host (listed.go). A chain
+// that started on a trusted transport (https, or loopback: see Trusted) never
+// continues over plain HTTP across a network: its bytes stream to containerd
+// before they verify, and the hop would hand them to anyone on the path.
 func checkRedirect(guarded bool) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
 		if len(via) > maxRedirects {
@@ -120,6 +128,9 @@ func checkRedirect(guarded bool) func(*http.Request, []*http.Request) error {
 		}
 		if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
 			return refusedf("redirect to unsupported URL %s://%s", req.URL.Scheme, req.URL.Host)
+		}
+		if len(via) > 0 && trustedURL(via[0].URL) && !trustedURL(req.URL) {
+			return refusedf("redirect from a trusted upstream down to plain http://%s", req.URL.Host)
 		}
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 )
 
 // target is where requests for one ns go.
@@ -58,4 +59,31 @@ func (c *Client) target(ns string) (*target, error) {
 		guarded: true,
 		client:  c.guardedHTTP,
 	}, nil
+}
+
+// Trusted reports whether bytes from ns's upstream may stream to containerd
+// before their blob verifies (pkg/inflight's trust rule: only the final byte
+// held), rather than be held back like a peer's. An upstream is the reference
+// for its content, but only the bytes it sent are: that needs https, or a
+// loopback address, where no network lies between. A plain-HTTP upstream
+// anywhere else is held, because anyone on the path could rewrite a layer,
+// and containerd keeps, and resumes from, a prefix it has once received.
+// Redirects cannot undo this: a trusted chain never continues over plain
+// HTTP across a network (checkRedirect), and hops off the listed hosts must
+// be https.
+func (c *Client) Trusted(ns string) bool {
+	t, err := c.target(ns)
+	return err == nil && trustedURL(t.base)
+}
+
+// trustedURL: https, or a loopback host.
+func trustedURL(u *url.URL) bool {
+	if u.Scheme == "https" {
+		return true
+	}
+	host := u.Hostname()
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
 }

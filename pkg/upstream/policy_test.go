@@ -164,3 +164,55 @@ func TestRefusedBeforeAnyRequest(t *testing.T) {
 		t.Errorf("registry got %d requests, want 0", n)
 	}
 }
+
+// Which upstreams' bytes stream to containerd before they verify: https
+// anywhere, plain HTTP only over loopback.
+func TestTrusted(t *testing.T) {
+	c, err := New(Config{Upstreams: map[string]string{
+		"https.test":     "https://10.0.0.5:5000",
+		"loop4.test":     "http://127.0.0.1:5000",
+		"loop4b.test":    "http://127.0.0.9:5000/prefix",
+		"loop6.test":     "http://[::1]:5000",
+		"mapped.test":    "http://[::ffff:127.0.0.1]:5000",
+		"localhost.test": "http://LOCALHOST:5000",
+		"private.test":   "http://10.0.0.5:5000",
+		"name.test":      "http://registry.internal:5000",
+		"public.test":    "http://1.1.1.1",
+		"localish.test":  "http://localhost.evil.example",
+	}, Strict: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict, err := New(Config{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		c    *Client
+		ns   string
+		want bool
+	}{
+		{c, "https.test", true},
+		{c, "loop4.test", true},
+		{c, "loop4b.test", true},
+		{c, "loop6.test", true},
+		{c, "mapped.test", true},
+		{c, "localhost.test", true},
+		{c, "private.test", false},
+		{c, "name.test", false},
+		{c, "public.test", false},
+		{c, "localish.test", false},
+		{c, "docker.io", true},         // the guarded https default
+		{c, "ghcr.io", true},           // unlisted: always https, through the guard
+		{c, "bad ns", false},           // no upstream at all
+		{strict, "ghcr.io", false},     // refused in strict mode
+		{strict, "docker.io", true},    // the default is listed
+		{c, "Loop4.Test", true},        // ns is case-insensitive
+		{c, "private.test:5000", true}, // another (unlisted) ns, https
+	}
+	for _, tt := range tests {
+		if got := tt.c.Trusted(tt.ns); got != tt.want {
+			t.Errorf("Trusted(%q) = %v, want %v", tt.ns, got, tt.want)
+		}
+	}
+}

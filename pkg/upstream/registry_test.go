@@ -57,6 +57,8 @@ type knobs struct {
 	tokenTTL      int    // expires_in; omitted when negative
 	accessToken   bool   // send access_token instead of token
 	tokenDelay    time.Duration
+	scope         string // the challenge's scope, with %s for the name; "" is repository:%s:pull
+	realm         string // the challenge's realm; "" is this registry's /token
 }
 
 type fakeManifest struct {
@@ -125,6 +127,12 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		r.serveToken(w, req)
 		return
 	}
+	if p, ok := strings.CutPrefix(req.URL.Path, "/storage"); ok {
+		// Blob storage on the registry's own host, where redirects may point.
+		ref := p[strings.LastIndexByte(p, '/')+1:]
+		r.serveBlob(w, req, ref, knobs{})
+		return
+	}
 	r.v2Hits.Add(1)
 	r.mu.Lock()
 	r.lastReq = req.Clone(context.Background())
@@ -148,7 +156,7 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
-	if !r.authorized(w, req, name, k.auth) {
+	if !r.authorized(w, req, name, k) {
 		return
 	}
 	switch kind {
@@ -159,8 +167,8 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name, mode string) bool {
-	switch mode {
+func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name string, k knobs) bool {
+	switch mode := k.auth; mode {
 	case "":
 		return true
 	case "forbidden":
@@ -176,7 +184,14 @@ func (r *fakeRegistry) authorized(w http.ResponseWriter, req *http.Request, name
 		if valid && mode == "bearer" {
 			return true
 		}
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake",scope="repository:%s:pull"`, r.srv.URL, name))
+		scope, realm := "repository:%s:pull", r.srv.URL+"/token"
+		if k.scope != "" {
+			scope = k.scope
+		}
+		if k.realm != "" {
+			realm = k.realm
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s",service="fake",scope="%s"`, realm, fmt.Sprintf(scope, name)))
 	}
 	r.mu.Lock()
 	r.unauth++
