@@ -393,11 +393,11 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 
 // filler is one transfer's filling state.
 type filler struct {
-	m            *Manager
-	t            *Transfer
-	h            hash.Hash
-	log          *slog.Logger
-	errs         []error
+	m    *Manager
+	t    *Transfer
+	h    hash.Hash
+	log  *slog.Logger
+	errs []error
 	// contributors are the untrusted sources whose bytes are in the
 	// transfer, by index: sources need not be comparable.
 	contributors map[int]Source
