@@ -112,7 +112,9 @@ type Manager struct {
 
 	mu        sync.Mutex
 	transfers map[digest.Digest]*entry
-	live      int // transfers started and not yet closed, detached ones included
+	// running counts transfers still receiving, detached ones included; a
+	// finished transfer kept for a moment (Linger) does not count.
+	running int
 
 	// The spool budget has a lock of its own, taken under m.mu or t.mu and
 	// never taking either.
@@ -125,7 +127,7 @@ type Manager struct {
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Stats{Transfers: m.live, SpoolBytes: m.filed.Load()}
+	return Stats{Transfers: m.running, SpoolBytes: m.filed.Load()}
 }
 
 // refuse counts and returns a refusal.
@@ -242,7 +244,7 @@ func (m *Manager) Fetch(ctx context.Context, dgst digest.Digest, sources []Sourc
 			m.mu.Unlock()
 			return nil, ErrNoSource
 		}
-		if m.live >= m.cfg.Limits.MaxTransfers {
+		if m.running >= m.cfg.Limits.MaxTransfers {
 			m.mu.Unlock()
 			return nil, m.refuse("transfers")
 		}
@@ -328,19 +330,24 @@ func (m *Manager) start(dgst digest.Digest, sources []Source) *entry {
 	e := &entry{t: newTransfer(m, dgst), cancel: cancel, finished: make(chan struct{})}
 	e.t.idle = func() { m.idle(e) }
 	m.transfers[dgst] = e
-	m.live++
+	m.running++
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer close(e.finished)
 		m.run(ctx, e.t, sources)
+		m.mu.Lock()
+		m.running--
+		m.mu.Unlock()
 	}()
 	return e
 }
 
 // idle runs under t.mu when the last reader leaves.
 func (m *Manager) idle(e *entry) {
-	if e.t.err != nil {
+	if e.t.err != nil || (e.t.done && e.t.spool == nil) {
+		// Failed, or finished with nothing kept for anyone else (its bytes
+		// went by in memory): nothing to linger for.
 		m.wg.Go(func() { m.release(e) })
 		return
 	}
@@ -387,6 +394,9 @@ func (m *Manager) run(ctx context.Context, t *Transfer, sources []Source) {
 		t.done = true
 		if t.size < 0 {
 			t.size = t.written
+		}
+		if t.spool != nil {
+			t.evict()
 		}
 	})
 }

@@ -139,6 +139,9 @@ func (t *Transfer) writeSpool(ctx context.Context, s *spool) {
 				t.m.filed.Add(end - max(s.filed, 0))
 			}
 			s.filed = end
+			if t.done {
+				t.evict()
+			}
 		})
 	}
 }

@@ -87,9 +87,6 @@ func (t *Transfer) close() {
 		t.mu.Lock()
 		t.dropWindow()
 		t.mu.Unlock()
-		t.m.mu.Lock()
-		t.m.live--
-		t.m.mu.Unlock()
 	})
 }
 

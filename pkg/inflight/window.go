@@ -76,7 +76,7 @@ func (t *Transfer) windowChunk(off int64) *chunk {
 // not got them yet, or, when nothing spools, while a reader has still to
 // read them: in memory mode the window is the only copy.
 func (t *Transfer) evictable(c *chunk) bool {
-	if c.pins > 0 || c.end() > t.written || c.end() == t.received {
+	if c.pins > 0 || c.end() > t.written || (c.end() == t.received && !t.done) {
 		return false // in use, not hashed yet, or the chunk being filled
 	}
 	if t.spool != nil {
@@ -94,7 +94,8 @@ func (t *Transfer) evictable(c *chunk) bool {
 }
 
 // evict drops the chunks that may go from the front of the window. t.mu is
-// held.
+// held. A finished transfer that spools drops its window as the spool
+// catches up: a lingering transfer keeps only its file.
 func (t *Transfer) evict() {
 	for len(t.chunks) > 0 && t.evictable(t.chunks[0]) {
 		t.drop(t.chunks[0])
