@@ -50,17 +50,14 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PEER\tCONNECTED\tPEER API\tADDRESSES")
-	row := func(p debug.Peer, conn string) {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.ID, conn, p.Mirror, strings.Join(p.Addrs, ","))
+	fmt.Fprintln(w, "PEER\tCONNECTED\tSWARM\tPEER API\tADDRESSES")
+	row := func(p debug.Peer, conn, sw string) {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.ID, conn, sw, p.Mirror, strings.Join(p.Addrs, ","))
 	}
-	row(doc.Self, "self")
+	row(doc.Self, "self", "-")
+	yes := map[bool]string{true: "yes", false: "no"}
 	for _, p := range doc.Peers {
-		conn := "no"
-		if p.Connected {
-			conn = "yes"
-		}
-		row(p, conn)
+		row(p, yes[p.Connected], yes[p.Swarm])
 	}
 	return w.Flush()
 }
