@@ -351,7 +351,14 @@ func (m *Manager) idle(e *entry) {
 		m.wg.Go(func() { m.release(e) })
 		return
 	}
-	e.timer = time.AfterFunc(m.cfg.Limits.Linger, func() { m.release(e) })
+	d := m.cfg.Limits.Linger
+	if !e.t.done {
+		// Abandoned half-way: kept only for the client to come back with a
+		// Range request, briefly, so that dropped requests cannot hold
+		// transfer slots and spool space for long.
+		d = m.cfg.Limits.AbandonGrace
+	}
+	e.timer = time.AfterFunc(d, func() { m.release(e) })
 }
 
 // release forgets a transfer that nobody reads, stopping it if unfinished.

@@ -13,10 +13,12 @@ type Limits struct {
 
 	// MaxBlobSize refuses larger blobs: a hostile source could stream forever.
 	MaxBlobSize int64
-	// Linger keeps a transfer nobody reads: an abandoned one keeps going that
-	// long in case its client comes back with a Range request, and a finished
-	// one stays servable to peers until containerd has committed the blob.
-	Linger time.Duration
+	// Linger keeps a finished transfer nobody reads, servable to peers until
+	// containerd has committed the blob; AbandonGrace keeps an unfinished
+	// one whose readers all left, in case its client comes back with a Range
+	// request.
+	Linger       time.Duration
+	AbandonGrace time.Duration
 	// UpstreamStall abandons an upstream body that sends nothing this long; the
 	// next attempt resumes at the same offset.
 	UpstreamStall time.Duration
@@ -87,6 +89,7 @@ func Default() Limits {
 	return Limits{
 		MaxBlobSize:    64 << 30,
 		Linger:         30 * time.Second,
+		AbandonGrace:   2 * time.Second,
 		UpstreamStall:  30 * time.Second,
 		ChunkSize:      256 << 10,
 		WindowChunks:   8,
@@ -136,6 +139,7 @@ func (l Limits) WithDefaults() Limits {
 	}
 	fill64(&l.MaxBlobSize, d.MaxBlobSize)
 	fill(&l.Linger, d.Linger)
+	fill(&l.AbandonGrace, d.AbandonGrace)
 	fill(&l.UpstreamStall, d.UpstreamStall)
 	fillInt(&l.ChunkSize, d.ChunkSize)
 	fillInt(&l.WindowChunks, d.WindowChunks)

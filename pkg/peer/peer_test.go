@@ -352,3 +352,38 @@ func TestSwarmSource(t *testing.T) {
 		})
 	}
 }
+
+type selfNet struct{}
+
+func (selfNet) Self() string      { return "self" }
+func (selfNet) Members() []string { return nil }
+func (selfNet) Ask(context.Context, string, []byte) ([]byte, error) {
+	return nil, errors.New("alone")
+}
+
+// A provider that declares a false size and closes early: the upstream's
+// true size resets the held bytes, the liar is demoted, the blob arrives,
+// and the swarm is not told the upstream refused anything.
+func TestLiedSizeThroughTheChainOfSources(t *testing.T) {
+	data, d := testBlob(t, 1<<20)
+	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(10<<20))
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 100))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(liar.Close)
+	f := newFinder([]Provider{{ID: "liar", URL: liar.URL}}, nil)
+	sw := swarm.New(swarm.Config{Net: selfNet{}})
+	c := New(Config{Finder: f, Limits: fastLimits(), Swarm: SwarmConfig{Planner: sw, Refused: func(err error) bool { return true }}})
+	for i := range 2 { // the second time, the swarm must not say "refused"
+		got, err := fetchVia(t, d, append(c.BlobSources("r", d), memUpstream{data})...)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("round %d: err %v, %d bytes", i, err, len(got))
+		}
+	}
+	if f.penalty("liar") == 0 {
+		t.Fatal("the liar was not demoted")
+	}
+}
