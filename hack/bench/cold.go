@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/shoalproject/shoal/e2e/harness"
 )
 
 // coldPull: a CRI pull of an image nobody in the cluster has, so its bytes
@@ -19,58 +21,60 @@ func coldPull(e *env) Result {
 		layerSize, rounds = 8<<20, 2
 	}
 	nd := e.cluster(2)[0]
+	alone := e.loneNode()
 	straight := e.directNode()
-	measure := func(host string) (shoal, direct []float64) {
+	// measure pulls a fresh image per round on each puller, rotating who goes
+	// first, so drift hurts all alike.
+	measure := func(host string, pullers ...*node) [][]float64 {
+		times := make([][]float64, len(pullers))
 		for i := range rounds {
 			img := e.seed(layers, layerSize)
-			ref := img.RefIn(host)
-			if i%2 == 0 {
-				direct = append(direct, e.pullTime(straight, ref).Seconds())
-				shoal = append(shoal, e.pullTime(nd, ref).Seconds())
-			} else {
-				shoal = append(shoal, e.pullTime(nd, ref).Seconds())
-				direct = append(direct, e.pullTime(straight, ref).Seconds())
+			for k := range pullers {
+				j := (i + k) % len(pullers)
+				times[j] = append(times[j], e.pullTime(pullers[j], img.RefIn(host)).Seconds())
 			}
-			e.forget(nd, img)
-			e.forget(straight, img)
+			for _, p := range pullers {
+				e.forget(p, img)
+			}
 		}
-		return shoal, direct
+		return times
 	}
-	fast, fastDirect := measure(registryHost)
-	slow, slowDirect := measure(slowHost)
-	f, fd := median(fast), median(fastDirect)
-	s, sd := median(slow), median(slowDirect)
+	fastT := measure(registryHost, nd, straight, alone)
+	slowT := measure(slowHost, nd, straight)
+	f, fd, fa := median(fastT[0]), median(fastT[1]), median(fastT[2])
+	s, sd := median(slowT[0]), median(slowT[1])
 	worst := max(f/fd, s/sd)
 	return Result{
 		Unit: "s", Value: f, Baseline: fd, Ratio: worst, Goal: "shoal / direct <= 1.05, unthrottled and through 50 MB/s",
 		Met: worst <= 1.05,
 		Detail: map[string]float64{"image_mib": float64(int64(layers)*layerSize) / (1 << 20), "layers": float64(layers),
 			"rounds": float64(rounds), "fast_ratio": f / fd, "fast_shoal_s": f, "fast_direct_s": fd,
+			"fast_alone_s": fa, "fast_alone_ratio": fa / fd,
 			"slow_ratio": s / sd, "slow_shoal_s": s, "slow_direct_s": sd,
-			"fast_shoal_max_s": quantile(fast, 1), "fast_direct_max_s": quantile(fastDirect, 1)},
+			"fast_shoal_max_s": quantile(fastT[0], 1), "fast_direct_max_s": quantile(fastT[1], 1)},
 		Method: fmt.Sprintf("crictl pull of a fresh %d MiB, %d-layer image (random, incompressible) that no node has, by node 1 of a "+
 			"2-node cluster through Shoal (bytes from the upstream), against a containerd pulling the same image straight from "+
-			"distribution 2.8; %d interleaved rounds on loopback, then %d through the %d MB/s link; medians; the ratio is the worse of the two",
+			"distribution 2.8, and (unthrottled only) a Shoal node with no peers; %d rounds on loopback, rotating who goes first, "+
+			"then %d through the %d MB/s link; medians; the ratio is the worse of node 1's two",
 			int64(layers)*layerSize>>20, layers, rounds, rounds, slowRate/1_000_000),
 	}
 }
 
 // coldBlob: throughput of one cold blob through Shoal's upstream path, a
 // plain GET, against a GET straight from the registry and against the bound:
-// one SHA-256 pass over as many bytes in memory. Interleaved.
+// one SHA-256 pass over as many bytes in memory. Two Shoal nodes: node 1 of
+// the cluster, whose transfers spool from the first byte because peers may
+// follow them, and a node alone (no peers), which streams through memory.
+// Every round is a fresh blob, so nothing is served from a finished transfer.
 func coldBlob(e *env) Result {
 	size, rounds := int64(1<<30), 5
 	if e.quick {
 		size, rounds = 128<<20, 3
 	}
-	nd := e.cluster(2)[0]
-	img := e.seed(1, size)
-	d := img.Layers[0].Digest
-	size = img.Layers[0].Size // a tar layer: a little more than asked
-	viaShoal := fmt.Sprintf("%s/v2/%s/blobs/%s?ns=%s", nd.shoal.RegistryURL, img.Repo, d, registryHost)
-	direct := fmt.Sprintf("%s/v2/%s/blobs/%s", e.reg.URL(), img.Repo, d)
+	member := e.cluster(2)[0]
+	alone := e.loneNode()
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	mbps := func(url string) float64 {
+	get := func(url string, want int64) float64 {
 		start := time.Now()
 		resp, err := client.Get(url)
 		if err != nil {
@@ -78,10 +82,10 @@ func coldBlob(e *env) Result {
 		}
 		n, err := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if err != nil || n != size || resp.StatusCode != 200 {
+		if err != nil || n != want || resp.StatusCode != 200 {
 			e.tb.Fatalf("GET %s: %d, %d bytes, %v", url, resp.StatusCode, n, err)
 		}
-		return float64(size) / 1e6 / time.Since(start).Seconds()
+		return float64(want) / 1e6 / time.Since(start).Seconds()
 	}
 	buf := make([]byte, 256<<10)
 	rand.Read(buf)
@@ -93,30 +97,49 @@ func coldBlob(e *env) Result {
 		}
 		return float64(size) / 1e6 / time.Since(start).Seconds()
 	}
-	mbps(direct) // the registry's file into the page cache
-	pid := nd.shoal.Proc.Pid()
-	var shoal, reg, bound, cpu []float64
+	var cluster, lone, reg, bound, cpuCluster, cpuLone []float64
 	for i := range rounds {
+		// One blob per node and round: each must be cold.
+		imgs := []harness.Image{e.seed(1, size), e.seed(1, size)}
+		url := func(nd *node, img harness.Image) string {
+			return fmt.Sprintf("%s/v2/%s/blobs/%s?ns=%s", nd.shoal.RegistryURL, img.Repo, img.Layers[0].Digest, registryHost)
+		}
+		n := imgs[0].Layers[0].Size
+		direct := fmt.Sprintf("%s/v2/%s/blobs/%s", e.reg.URL(), imgs[0].Repo, imgs[0].Layers[0].Digest)
+		get(direct, n) // the registry's file into the page cache
+		get(fmt.Sprintf("%s/v2/%s/blobs/%s", e.reg.URL(), imgs[1].Repo, imgs[1].Layers[0].Digest), n)
+		shoal := func(nd *node, img harness.Image, mbps, cpu *[]float64) {
+			c0 := cpuSeconds(nd.shoal.Proc.Pid())
+			*mbps = append(*mbps, get(url(nd, img), n))
+			*cpu = append(*cpu, (cpuSeconds(nd.shoal.Proc.Pid())-c0)/(float64(n)/(1<<30)))
+		}
 		bound = append(bound, hashMBps())
 		if i%2 == 0 {
-			reg = append(reg, mbps(direct))
-		}
-		c0 := cpuSeconds(pid)
-		shoal = append(shoal, mbps(viaShoal))
-		cpu = append(cpu, (cpuSeconds(pid)-c0)/(float64(size)/(1<<30)))
-		if i%2 == 1 {
-			reg = append(reg, mbps(direct))
+			reg = append(reg, get(direct, n))
+			shoal(member, imgs[0], &cluster, &cpuCluster)
+			shoal(alone, imgs[1], &lone, &cpuLone)
+		} else {
+			shoal(alone, imgs[1], &lone, &cpuLone)
+			shoal(member, imgs[0], &cluster, &cpuCluster)
+			reg = append(reg, get(direct, n))
 		}
 	}
-	s, r, b := median(shoal), median(reg), median(bound)
-	return Result{
-		Unit: "MB/s", Value: s, Baseline: b, Ratio: s / b, Goal: "shoal >= 0.8x one SHA-256 pass in memory", Met: s/b >= 0.8,
+	c, l, r, b := median(cluster), median(lone), median(reg), median(bound)
+	res := Result{
+		Unit: "MB/s", Value: c, Baseline: b, Ratio: c / b, Goal: "shoal >= 0.8x one SHA-256 pass in memory", Met: c/b >= 0.8,
 		Detail: map[string]float64{"blob_mib": float64(size >> 20), "rounds": float64(rounds), "registry_mb_s": r,
-			"sha256_mb_s": b, "shoal_cpu_s_per_gib": median(cpu), "shoal_vs_registry": s / r,
-			"shoal_min": quantile(shoal, 0), "shoal_max": quantile(shoal, 1)},
-		Method: fmt.Sprintf("GET of a cold %d MiB blob through a Shoal node (nobody has it, so it comes from distribution 2.8 on loopback "+
-			"through a verified transfer) against a GET straight from the registry, and against one SHA-256 pass over %d MiB in this "+
-			"process's memory (the bound: every byte must be hashed once); %d interleaved rounds, medians; CPU seconds of the Shoal "+
-			"process per GiB from /proc", size>>20, size>>20, rounds),
+			"sha256_mb_s": b, "member_cpu_s_per_gib": median(cpuCluster), "alone_mb_s": l, "alone_cpu_s_per_gib": median(cpuLone),
+			"member_vs_registry": c / r, "alone_vs_registry": l / r, "alone_vs_sha256": l / b,
+			"member_min": quantile(cluster, 0), "member_max": quantile(cluster, 1)},
+		Method: fmt.Sprintf("GET of a fresh %d MiB blob (nobody has it: it comes from distribution 2.8 on loopback through a verified "+
+			"transfer) through node 1 of the cluster (whose transfers spool, because peers may follow them) and through a Shoal node "+
+			"with no peers (which streams through memory), against a GET straight from the registry and one SHA-256 pass over as many "+
+			"bytes in this process's memory (the bound: every byte must be hashed once); %d interleaved rounds, medians; CPU seconds "+
+			"of the Shoal process per GiB from /proc; the value is node 1's", size>>20, rounds),
 	}
+	if !res.Met {
+		res.Limits = fmt.Sprintf("the upstream itself: distribution 2.8 serves the same file at %.0f MB/s straight to a client here, "+
+			"and a transfer cannot be faster than its source; node 1 reached %.2fx that, the node alone %.2fx", r, c/r, l/r)
+	}
+	return res
 }

@@ -30,6 +30,7 @@ type env struct {
 	slow   *throttle.Proxy // the registry behind a 50 MB/s link, as ns slowHost
 	nodes  []*node
 	direct *node // a containerd without Shoal, made on first use
+	lone   *node // a Shoal node with no peers, made on first use
 	seq    int   // for unique image names
 }
 
@@ -95,6 +96,21 @@ func waitPeers(e *env, n int) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// loneNode is a Shoal node with no peers, made on first use: its transfers
+// stream through memory, as on a single-node cluster.
+func (e *env) loneNode() *node {
+	if e.lone != nil {
+		return e.lone
+	}
+	ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, "lone"), harness.ContainerdOptions{IP: harness.LoopbackIP(41)})
+	s := harness.StartShoal(e.tb, e.bin, filepath.Join(e.dir, "lone", "shoal"), ctrd,
+		harness.ShoalOptions{Upstreams: map[string]string{registryHost: e.reg.URL(), slowHost: e.slowURL()},
+			Args: []string{"--log-level", "info"}})
+	s.Configure(e.tb, ctrd)
+	e.lone = &node{ctrd: ctrd, shoal: s}
+	return e.lone
 }
 
 // directNode is a containerd without Shoal that pulls straight from the
