@@ -78,6 +78,22 @@ type Limits struct {
 	// (401/403/404) for a blob without asking again.
 	SwarmRefused time.Duration
 
+	// The DHT (pkg/routing).
+
+	// ProviderRecords caps the provider records one node stores for the
+	// cluster, and ProviderRecordsPerPeer those from any one member. At
+	// about 10 to 30 bytes a record the cap bounds that store at tens of MiB;
+	// a 100-node cluster whose nodes each hold the same 10,000 keys puts
+	// about 220,000 on each node.
+	ProviderRecords        int
+	ProviderRecordsPerPeer int
+	// P2PConns is the number of libp2p connections the node keeps (the
+	// connection manager's low water mark; trimming starts at P2PConns*5/4),
+	// and how many peers bootstrap connects to: the two must agree, or
+	// bootstrap and trimming fight. A cluster larger than this is still
+	// one DHT; each node just knows part of it.
+	P2PConns int
+
 	// Manifests.
 
 	// MaxManifestSize bounds manifests read into memory (distribution-spec's 4 MiB).
@@ -114,6 +130,10 @@ func Default() Limits {
 		SwarmMemory:       10 * time.Minute,
 		SwarmBlobs:        4096,
 		SwarmRefused:      30 * time.Second,
+
+		ProviderRecords:        2_000_000,
+		ProviderRecordsPerPeer: 200_000,
+		P2PConns:               400,
 
 		MaxManifestSize: 4 << 20,
 	}
@@ -161,6 +181,9 @@ func (l Limits) WithDefaults() Limits {
 	fill(&l.SwarmMemory, d.SwarmMemory)
 	fillInt(&l.SwarmBlobs, d.SwarmBlobs)
 	fill(&l.SwarmRefused, d.SwarmRefused)
+	fillInt(&l.ProviderRecords, d.ProviderRecords)
+	fillInt(&l.ProviderRecordsPerPeer, d.ProviderRecordsPerPeer)
+	fillInt(&l.P2PConns, d.P2PConns)
 	fill64(&l.MaxManifestSize, d.MaxManifestSize)
 	return l
 }

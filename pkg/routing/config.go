@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/shoalproject/shoal/pkg/limits"
 )
 
 // Config configures a Router. Zero durations take the defaults below.
@@ -32,11 +34,19 @@ type Config struct {
 	// default 15s. When the routing table empties the router re-bootstraps at
 	// once, backing off up to this interval.
 	BootstrapInterval time.Duration
-	// ProviderTTL is how long a provider record stays valid; default 10m.
+	// ProviderTTL is how long a provider record stays valid; default 30m.
+	// A record outlives a withdrawn key or a node gone without a word by at
+	// most this, and a look-up then finds a peer that answers 404 or not at
+	// all, which the peer client handles (pkg/peer).
 	ProviderTTL time.Duration
 	// ReprovideInterval is how often advertised keys are re-announced; default
-	// 3m, and it must be shorter than ProviderTTL.
+	// 10m, and it must be shorter than ProviderTTL. A new key is announced at
+	// once, whatever this is.
 	ReprovideInterval time.Duration
+	// Limits: the provider store's caps and the connection count
+	// (ProviderRecords, ProviderRecordsPerPeer, P2PConns); zero fields take
+	// limits.Default.
+	Limits limits.Limits
 	// PositiveCacheTTL caches look-up results; default 2s.
 	PositiveCacheTTL time.Duration
 	// NegativeCacheTTL caches "no providers"; default 1s. An announcement of the
@@ -55,8 +65,8 @@ type Config struct {
 
 const (
 	defaultBootstrapInterval = 15 * time.Second
-	defaultProviderTTL       = 10 * time.Minute
-	defaultReprovide         = 3 * time.Minute
+	defaultProviderTTL       = 30 * time.Minute
+	defaultReprovide         = 10 * time.Minute
 	defaultPositiveTTL       = 2 * time.Second
 	defaultNegativeTTL       = time.Second
 	defaultDialTimeout       = 500 * time.Millisecond
@@ -106,6 +116,7 @@ func (c *Config) setDefaults() error {
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = defaultDialTimeout
 	}
+	c.Limits = c.Limits.WithDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

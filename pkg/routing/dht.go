@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/simplelru"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
@@ -22,15 +23,20 @@ const (
 	// rtRefreshQueryTimeout bounds one refresh query: on a LAN a peer that
 	// has not answered in 2s is not going to.
 	rtRefreshQueryTimeout = 2 * time.Second
+	// providerSetCache is how many keys' provider sets the manager caches.
+	providerSetCache = 64
 )
 
 // newDHT starts the Kademlia DHT in server mode on the /shoal protocols.
 //
 // Provider records: kad-dht v0.42.2 does not accept a custom ProviderStore
 // (its dht.ProviderStore option is gone: the DHT always runs its own
-// records.ProviderManager), but it does take that manager's options per
-// instance, so the record validity, the provider address TTL and the GC
-// interval are set here from ProviderTTL without touching a package variable.
+// records.ProviderManager), but it takes the manager's datastore and options
+// per instance. The datastore is provStore (provstore.go), which keeps each
+// record in 8 bytes and expires records by itself, so the manager's own GC,
+// a full scan of every record, is off (CleanupInterval 0). The manager's
+// read cache holds whole provider sets with a map each, so it is kept small:
+// provStore answers a miss with one map look-up.
 // To observe announcements arriving at this node (which must drop a negative
 // cache entry at once) we use OnRequestHook, which sees every inbound DHT
 // message, ADD_PROVIDER included, just before the DHT stores it.
@@ -43,15 +49,20 @@ const (
 // private DHT need not serve them.
 func newDHT(h host.Host, r *Router) (*dht.IpfsDHT, error) {
 	ttl := r.cfg.ProviderTTL
+	cache, err := lru.NewLRU(providerSetCache, nil)
+	if err != nil {
+		return nil, err
+	}
 	return dht.New(h,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(protocolPrefix),
 		dht.DisableValues(),
-		dht.ProviderDatastore(newPathStore()),
+		dht.ProviderDatastore(r.provs),
 		dht.ProviderManagerOpts(
 			records.ProvideValidity(ttl),
 			records.ProviderAddrTTL(ttl),
-			records.CleanupInterval(ttl),
+			records.CleanupInterval(0),
+			records.Cache(cache),
 		),
 		dht.RoutingTableRefreshPeriod(rtRefreshPeriod),
 		dht.RoutingTableRefreshQueryTimeout(rtRefreshQueryTimeout),

@@ -50,6 +50,7 @@ type Router struct {
 	once   sync.Once
 
 	cache   *lookupCache
+	provs   *provStore // the DHT's provider records (dht.go)
 	mirrors mirrorCache
 	queries atomic.Int64 // network look-ups started; tests count them
 
@@ -94,6 +95,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		cfg: cfg, log: log, host: h, self: h.ID(), psk: pnet.PSK(cfg.Secret), prober: prober,
 		ctx: rctx, cancel: cancel,
 		cache:   newLookupCache(cfg.PositiveCacheTTL, cfg.NegativeCacheTTL),
+		provs:   newProvStore(cfg.ProviderTTL, cfg.Limits.ProviderRecords, cfg.Limits.ProviderRecordsPerPeer),
 		mirrors: mirrorCache{urls: map[peer.ID]string{}},
 		adv:     map[string]struct{}{},
 		demoted: map[peer.ID]time.Time{}, dead: map[peer.ID]time.Time{},
