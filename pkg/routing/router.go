@@ -55,7 +55,7 @@ type Router struct {
 	queries atomic.Int64 // network look-ups started; tests count them
 
 	advMu sync.Mutex
-	adv   map[string]struct{}
+	adv   map[[32]byte]struct{} // advertised keys, as keyDigest
 
 	peersMu   sync.Mutex
 	demoted   map[peer.ID]time.Time
@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		cache:   newLookupCache(cfg.PositiveCacheTTL, cfg.NegativeCacheTTL),
 		provs:   newProvStore(cfg.ProviderTTL, cfg.Limits.ProviderRecords, cfg.Limits.ProviderRecordsPerPeer),
 		mirrors: mirrorCache{urls: map[peer.ID]string{}},
-		adv:     map[string]struct{}{},
+		adv:     map[[32]byte]struct{}{},
 		demoted: map[peer.ID]time.Time{}, dead: map[peer.ID]time.Time{},
 		bootKick: make(chan struct{}, 1), reprovideKick: make(chan struct{}, 1),
 	}
