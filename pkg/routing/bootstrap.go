@@ -1,7 +1,9 @@
 package routing
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -103,6 +105,8 @@ func (r *Router) bootstrapOnce(st *bootState) {
 	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
 	addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == r.listenAddr() })
+	r.listed.Store(int64(len(addrs)))
+	addrs = r.dialSubset(addrs)
 
 	type result struct {
 		addr string
@@ -165,6 +169,35 @@ func (r *Router) bootstrapOnce(st *bootState) {
 		// the rest of the cluster, so later look-ups need one hop.
 		r.dht.RefreshRoutingTable()
 	}
+}
+
+// dialBudget is how many listed nodes bootstrap connects to: half the
+// connection manager's low water mark, since as many others dial this node,
+// so that bootstrap and trimming never fight.
+func (r *Router) dialBudget() int { return max(r.cfg.Limits.P2PConns/2, 1) }
+
+// knowsCluster reports whether bootstrap connects to every listed node, so
+// that the connected peers are the whole cluster (provide.go relies on it).
+func (r *Router) knowsCluster() bool { return r.listed.Load() <= int64(r.dialBudget()) }
+
+// dialSubset keeps at most dialBudget addresses of a sorted list: the ones
+// first in an order that is stable for this node and different on each
+// (sorted by a hash of this node's ID and the address), so that the cluster
+// stays one connected mesh and rounds do not churn connections.
+func (r *Router) dialSubset(addrs []string) []string {
+	n := r.dialBudget()
+	if len(addrs) <= n {
+		return addrs
+	}
+	rank := func(a string) [32]byte { return sha256.Sum256([]byte(string(r.self) + "|" + a)) }
+	sub := slices.Clone(addrs)
+	slices.SortFunc(sub, func(a, b string) int {
+		ra, rb := rank(a), rank(b)
+		return bytes.Compare(ra[:], rb[:])
+	})
+	sub = sub[:n]
+	slices.Sort(sub)
+	return sub
 }
 
 // connectAddr makes sure we are connected to the node at addr, learning its

@@ -10,6 +10,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/pnet"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -38,16 +42,40 @@ func parseListenAddr(s string) (ma.Multiaddr, net.IP, error) {
 	return addr, ip, nil
 }
 
+// streamWindow is the most a yamux stream may have in flight. libp2p's
+// default lets a stream grow to 16 MiB, for bulk transfers across continents;
+// Shoal's libp2p streams carry only DHT messages and small control messages
+// (blobs go over the peer API), and on a LAN 256 KiB a stream is more than
+// the link can fill in a round trip.
+const streamWindow = 256 << 10
+
 // newHost builds the libp2p host: TCP only (a private network needs it, and a
-// LAN needs nothing more), default security and muxer, and none of the
-// machinery for the public internet (relays, NAT traversal, hole punching,
-// address discovery from what peers observe). Metrics are off because they
-// register on the global Prometheus registry; Shoal exports its own.
-func newHost(key crypto.PrivKey, listen ma.Multiaddr, ip net.IP, psk []byte, dialTimeout time.Duration) (host.Host, error) {
+// LAN needs nothing more), Noise only (the one security protocol the peer-ID
+// prober speaks, learnid.go), yamux with a small stream window, explicit
+// resource-manager limits and connection-manager water marks sized from
+// conns (Limits.P2PConns), and none of the machinery for the public internet
+// (relays, NAT traversal, hole punching, address discovery from what peers
+// observe). Metrics are off because they register on the global Prometheus
+// registry; Shoal exports its own.
+func newHost(key crypto.PrivKey, listen ma.Multiaddr, ip net.IP, psk []byte, dialTimeout time.Duration, conns int) (host.Host, error) {
+	mux := *yamux.DefaultTransport
+	mux.MaxStreamWindowSize = streamWindow
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(conns)))
+	if err != nil {
+		return nil, fmt.Errorf("routing: resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(conns, conns*5/4, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("routing: connection manager: %w", err)
+	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen),
 		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, &mux),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
 		libp2p.AddrsFactory(onlyIP(ip)),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
@@ -63,9 +91,37 @@ func newHost(key crypto.PrivKey, listen ma.Multiaddr, ip net.IP, psk []byte, dia
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
+		rm.Close()
+		cm.Close()
 		return nil, fmt.Errorf("routing: libp2p host: %w", err)
 	}
 	return h, nil
+}
+
+// resourceLimits are fixed, not scaled from the machine's memory as libp2p's
+// defaults are (a DaemonSet pod sees the node's memory, not its own limit):
+// enough connections for conns peers with room for churn, a few streams per
+// peer and protocol, and at most 64 MiB of stream buffers in all.
+func resourceLimits(conns int) rcmgr.ConcreteLimitConfig {
+	lv := func(n int) rcmgr.LimitVal { return rcmgr.LimitVal(n) }
+	peerConns := 4 // a node's connection, one redialled while the old one closes, a prober's
+	system := rcmgr.ResourceLimits{
+		Conns: lv(2 * conns), ConnsInbound: lv(2 * conns), ConnsOutbound: lv(2 * conns),
+		Streams: lv(64 * conns), StreamsInbound: lv(32 * conns), StreamsOutbound: lv(32 * conns),
+		FD:     lv(2 * conns),
+		Memory: rcmgr.LimitVal64(64 << 20),
+	}
+	perPeer := rcmgr.ResourceLimits{
+		Conns: lv(peerConns), ConnsInbound: lv(peerConns), ConnsOutbound: lv(peerConns),
+		Streams: lv(512), StreamsInbound: lv(256), StreamsOutbound: lv(256),
+		FD:     lv(peerConns),
+		Memory: rcmgr.LimitVal64(16 << 20),
+	}
+	return rcmgr.PartialLimitConfig{
+		System:      system,
+		Transient:   system,
+		PeerDefault: perPeer,
+	}.Build(rcmgr.DefaultLimits.Scale(64<<20, 2*conns))
 }
 
 // onlyIP announces only addresses on the configured IP, so a node on

@@ -31,14 +31,14 @@ const (
 //
 // kad-dht's Provide walks the DHT for every key to find its closest peers,
 // which for 10,000 keys is 10,000 walks of several round trips each, every
-// reprovide. Shoal's nodes bootstrap to every other node (up to
+// reprovide. Shoal's nodes bootstrap to every other node (up to half
 // Limits.P2PConns), so a node already knows the whole cluster: the closest
 // peers of a key are computed here from that set, by the same XOR metric, and
 // each peer gets all of its keys as one batch of ADD_PROVIDER messages, the
 // messages kad-dht itself would have sent. A look-up then walks to exactly
-// these peers. When the node knows as many peers as its connection budget,
-// the cluster may be larger than what it knows, and each key goes through
-// the DHT's own walk instead (provideWalk).
+// these peers. When bootstrap lists more nodes than it dials, this node
+// knows only part of the cluster, and each key goes through the DHT's own
+// walk instead (provideWalk).
 func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 	if len(digests) == 0 {
 		return nil
@@ -57,7 +57,7 @@ func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 	if len(cands) == 0 {
 		return nil // alone: the reprovide on joining spreads them (bootstrap.go)
 	}
-	if len(cands) >= r.cfg.Limits.P2PConns {
+	if !r.knowsCluster() {
 		return r.provideWalk(ctx, mhs)
 	}
 	plan := assignClosest(mhs, cands, replication)

@@ -53,6 +53,7 @@ type Router struct {
 	provs   *provStore // the DHT's provider records (dht.go)
 	mirrors mirrorCache
 	queries atomic.Int64 // network look-ups started; tests count them
+	listed  atomic.Int64 // other nodes bootstrap last listed
 
 	advMu sync.Mutex
 	adv   map[[32]byte]struct{} // advertised keys, as keyDigest
@@ -86,7 +87,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := newHost(key, listen, ip, cfg.Secret, cfg.DialTimeout)
+	h, err := newHost(key, listen, ip, cfg.Secret, cfg.DialTimeout, cfg.Limits.P2PConns)
 	if err != nil {
 		return nil, err
 	}
