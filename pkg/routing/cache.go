@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multihash"
 )
 
 // announceGrace is how long after an ADD_PROVIDER for a key arrives that a
@@ -145,6 +146,32 @@ func (c *lookupCache) announced(key string) {
 		delete(c.entries, key)
 	}
 	c.announces[key] = now
+	c.sweepLocked(now)
+}
+
+// stored is announced for records already in the local store, many at once
+// (a provider batch, provide.go): a look-up that starts now finds them, so
+// only a negative answer and a look-up in flight need to hear of it. Unlike
+// announced, it remembers nothing for keys nobody is looking up, so a batch
+// of 100,000 records costs no memory here.
+func (c *lookupCache) stored(digests [][32]byte) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) == 0 && len(c.flights) == 0 {
+		return
+	}
+	var mh [34]byte
+	mh[0], mh[1] = multihash.SHA2_256, 32
+	for _, d := range digests {
+		copy(mh[2:], d[:])
+		if e, ok := c.entries[string(mh[:])]; ok && e.f == nil {
+			delete(c.entries, string(mh[:]))
+		}
+		if _, ok := c.flights[string(mh[:])]; ok {
+			c.announces[string(mh[:])] = now
+		}
+	}
 	c.sweepLocked(now)
 }
 

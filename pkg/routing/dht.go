@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/simplelru"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
@@ -23,8 +22,6 @@ const (
 	// rtRefreshQueryTimeout bounds one refresh query: on a LAN a peer that
 	// has not answered in 2s is not going to.
 	rtRefreshQueryTimeout = 2 * time.Second
-	// providerSetCache is how many keys' provider sets the manager caches.
-	providerSetCache = 64
 )
 
 // newDHT starts the Kademlia DHT in server mode on the /shoal protocols.
@@ -34,9 +31,9 @@ const (
 // records.ProviderManager), but it takes the manager's datastore and options
 // per instance. The datastore is provStore (provstore.go), which keeps each
 // record in 8 bytes and expires records by itself, so the manager's own GC,
-// a full scan of every record, is off (CleanupInterval 0). The manager's
-// read cache holds whole provider sets with a map each, so it is kept small:
-// provStore answers a miss with one map look-up.
+// a full scan of every record, is off (CleanupInterval 0), and so is its read
+// cache (noCache), which provider batches written straight to provStore
+// would make stale.
 // To observe announcements arriving at this node (which must drop a negative
 // cache entry at once) we use OnRequestHook, which sees every inbound DHT
 // message, ADD_PROVIDER included, just before the DHT stores it.
@@ -49,10 +46,6 @@ const (
 // private DHT need not serve them.
 func newDHT(h host.Host, r *Router) (*dht.IpfsDHT, error) {
 	ttl := r.cfg.ProviderTTL
-	cache, err := lru.NewLRU(providerSetCache, nil)
-	if err != nil {
-		return nil, err
-	}
 	return dht.New(h,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(protocolPrefix),
@@ -62,7 +55,7 @@ func newDHT(h host.Host, r *Router) (*dht.IpfsDHT, error) {
 			records.ProvideValidity(ttl),
 			records.ProviderAddrTTL(ttl),
 			records.CleanupInterval(0),
-			records.Cache(cache),
+			records.Cache(noCache{}),
 		),
 		dht.RoutingTableRefreshPeriod(rtRefreshPeriod),
 		dht.RoutingTableRefreshQueryTimeout(rtRefreshQueryTimeout),

@@ -9,11 +9,14 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
 )
@@ -21,9 +24,18 @@ import (
 const (
 	// kadProtocol is the DHT's wire protocol under Shoal's prefix.
 	kadProtocol = protocol.ID(protocolPrefix + "/kad/1.0.0")
+	// batchProtocol carries provider batches: the same records as kad-dht's
+	// ADD_PROVIDER messages, 32 bytes a key instead of a protobuf message
+	// each, stored without the DHT's provider manager (writeBatch).
+	batchProtocol = protocol.ID(protocolPrefix + "/providers/1.0.0")
 	// replication is how many nodes store each record: kad-dht's bucket
 	// size, the number of closest peers a look-up converges on.
 	replication = 20
+	// batchChunk is the most digests in one chunk of a batch (128 KiB),
+	// batchMaxAddrs and batchMaxAddrLen bound the addresses it names.
+	batchChunk      = 4096
+	batchMaxAddrs   = 8
+	batchMaxAddrLen = 256
 )
 
 // announce stores this node's records for digests locally and sends them to
@@ -43,15 +55,10 @@ func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 	if len(digests) == 0 {
 		return nil
 	}
+	r.provs.addMany(r.self, digests)
 	mhs := make([]multihash.Multihash, len(digests))
 	for i, d := range digests {
 		mhs[i] = digestMH(d)
-	}
-	ps := r.dht.ProviderStore()
-	for _, mh := range mhs {
-		if err := ps.AddProvider(ctx, mh, peer.AddrInfo{ID: r.self}); err != nil {
-			return fmt.Errorf("routing: local provider record: %w", err)
-		}
 	}
 	cands := r.providePeers()
 	if len(cands) == 0 {
@@ -81,7 +88,7 @@ func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := r.sendProviders(ctx, cands[i], mhs, keys, self); err != nil {
+			if err := r.sendProviders(ctx, cands[i], digests, mhs, keys, self); err != nil {
 				mu.Lock()
 				failed++
 				if first == nil {
@@ -158,58 +165,176 @@ func assignClosest(mhs []multihash.Multihash, cands []peer.ID, n int) [][]int32 
 	return plan
 }
 
-// sendProviders writes one ADD_PROVIDER message per key to p on one stream,
-// then waits for p to close it: p's DHT closes a stream once it has handled
-// every message on it, so a clean end means every record is stored.
-func (r *Router) sendProviders(ctx context.Context, p peer.ID, mhs []multihash.Multihash, keys []int32, self []*pb.Message_Peer) error {
+// sendProviders sends p the records of keys on one stream: as one provider
+// batch (batchProtocol) where p speaks it, or else as one ADD_PROVIDER
+// message per key, what kad-dht itself would send. Either way it then waits
+// for p to close the stream, which p does once it has stored every record.
+func (r *Router) sendProviders(ctx context.Context, p peer.ID, digests [][32]byte, mhs []multihash.Multihash, keys []int32, self []*pb.Message_Peer) error {
+	used, err := r.sendProvidersOn(ctx, p, digests, mhs, keys, self, batchProtocol, kadProtocol)
+	if err != nil && used == batchProtocol && ctx.Err() == nil {
+		// libp2p negotiates lazily from what the peerstore says p speaks,
+		// which lags behind a peer restarted on another version.
+		_, err = r.sendProvidersOn(ctx, p, digests, mhs, keys, self, kadProtocol)
+	}
+	return err
+}
+
+func (r *Router) sendProvidersOn(ctx context.Context, p peer.ID, digests [][32]byte, mhs []multihash.Multihash, keys []int32, self []*pb.Message_Peer, protos ...protocol.ID) (protocol.ID, error) {
 	ctx, cancel := context.WithTimeout(ctx, provideTimeout)
 	defer cancel()
-	s, err := r.host.NewStream(ctx, p, kadProtocol)
+	s, err := r.host.NewStream(ctx, p, protos...)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
 	w := bufio.NewWriterSize(s, 32<<10)
+	if s.Protocol() == batchProtocol {
+		err = writeBatch(w, r.host.Addrs(), digests, keys)
+	} else {
+		err = writeAddProviders(w, mhs, keys, self)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = s.CloseWrite()
+	}
+	if err != nil {
+		s.Reset()
+		return s.Protocol(), err
+	}
+	// Neither protocol replies: the next thing is the end of the stream.
+	var one [1]byte
+	if _, err := s.Read(one[:]); !errors.Is(err, io.EOF) {
+		s.Reset()
+		if err == nil {
+			err = errors.New("unexpected reply to a provider batch")
+		}
+		return s.Protocol(), err
+	}
+	return s.Protocol(), s.Close()
+}
+
+func writeUvarint(w *bufio.Writer, n uint64) error {
+	var b [binary.MaxVarintLen64]byte
+	_, err := w.Write(b[:binary.PutUvarint(b[:], n)])
+	return err
+}
+
+// writeBatch writes a provider batch: the provider's addresses, then keys
+// in chunks of at most batchChunk digests, each chunk its count followed by
+// the raw 32-byte digests. The provider is the stream's remote peer, which
+// the connection authenticated, so the batch does not name it.
+func writeBatch(w *bufio.Writer, addrs []ma.Multiaddr, digests [][32]byte, keys []int32) error {
+	addrs = addrs[:min(len(addrs), batchMaxAddrs)]
+	if err := writeUvarint(w, uint64(len(addrs))); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if err := writeUvarint(w, uint64(len(a.Bytes()))); err != nil {
+			return err
+		}
+		if _, err := w.Write(a.Bytes()); err != nil {
+			return err
+		}
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), batchChunk)
+		if err := writeUvarint(w, uint64(n)); err != nil {
+			return err
+		}
+		for _, ki := range keys[:n] {
+			if _, err := w.Write(digests[ki][:]); err != nil {
+				return err
+			}
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+// writeAddProviders writes one varint-delimited ADD_PROVIDER message per key.
+func writeAddProviders(w *bufio.Writer, mhs []multihash.Multihash, keys []int32, self []*pb.Message_Peer) error {
 	msg := &pb.Message{Type: pb.Message_ADD_PROVIDER, ProviderPeers: self}
 	var buf []byte
 	for _, ki := range keys {
 		msg.Key = mhs[ki]
 		b, err := proto.MarshalOptions{}.MarshalAppend(buf[:0], msg)
 		if err != nil {
-			s.Reset()
 			return err
 		}
 		buf = b
-		var hdr [binary.MaxVarintLen64]byte
-		if _, err := w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(b)))]); err != nil {
-			s.Reset()
+		if err := writeUvarint(w, uint64(len(b))); err != nil {
 			return err
 		}
 		if _, err := w.Write(b); err != nil {
-			s.Reset()
 			return err
 		}
 	}
-	if err := w.Flush(); err != nil {
+	return nil
+}
+
+// handleBatch stores a provider batch from the stream's remote peer. Every
+// record goes through provStore's caps; a malformed batch resets the stream,
+// keeping what was stored before the fault.
+func (r *Router) handleBatch(s network.Stream) {
+	p := s.Conn().RemotePeer()
+	_ = s.SetDeadline(time.Now().Add(provideTimeout))
+	br := bufio.NewReaderSize(s, 32<<10)
+	if err := r.readBatch(br, p); err != nil {
+		r.log.Debug("p2p: provider batch", "peer", p, "err", err)
 		s.Reset()
-		return err
+		return
 	}
-	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return err
+	s.Close()
+}
+
+func (r *Router) readBatch(br *bufio.Reader, p peer.ID) error {
+	na, err := binary.ReadUvarint(br)
+	if err != nil || na > batchMaxAddrs {
+		return fmt.Errorf("bad address count %d: %v", na, err)
 	}
-	// ADD_PROVIDER has no reply: the next thing is the end of the stream.
-	var one [1]byte
-	if _, err := s.Read(one[:]); !errors.Is(err, io.EOF) {
-		s.Reset()
-		if err == nil {
-			err = errors.New("unexpected reply to ADD_PROVIDER")
+	addrs := make([]ma.Multiaddr, 0, na)
+	for range na {
+		n, err := binary.ReadUvarint(br)
+		if err != nil || n > batchMaxAddrLen {
+			return fmt.Errorf("bad address length %d: %v", n, err)
 		}
-		return err
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return err
+		}
+		a, err := ma.NewMultiaddrBytes(b)
+		if err != nil {
+			return err
+		}
+		addrs = append(addrs, a)
 	}
-	return s.Close()
+	if len(addrs) > 0 {
+		// Where look-ups will tell others to find p, as the DHT does for
+		// an ADD_PROVIDER (records.ProviderAddrTTL).
+		r.host.Peerstore().AddAddrs(p, addrs, r.cfg.ProviderTTL)
+	}
+	chunk := make([][32]byte, 0, batchChunk)
+	for {
+		n, err := binary.ReadUvarint(br)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil || n == 0 || n > batchChunk {
+			return fmt.Errorf("bad chunk length %d: %v", n, err)
+		}
+		chunk = chunk[:n]
+		for i := range chunk {
+			if _, err := io.ReadFull(br, chunk[i][:]); err != nil {
+				return err
+			}
+		}
+		r.provs.addMany(p, chunk)
+		r.cache.stored(chunk)
+	}
 }
 
 // provideWalk announces each key through the DHT's own Provide, which walks

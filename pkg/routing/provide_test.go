@@ -1,9 +1,12 @@
 package routing
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -38,4 +41,99 @@ func TestAssignClosest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProviderBatches: in a cluster larger than the replication factor,
+// every key's records land on exactly its closest peers, by batch, and
+// every node finds them; a node that does not speak the batch protocol (an
+// older version) gets kad-dht's own ADD_PROVIDER messages instead.
+func TestProviderBatches(t *testing.T) {
+	const n = replication + 2
+	start := time.Now()
+	rs := newMesh(t, 100, n)
+	t.Logf("mesh of %d in %s", n, time.Since(start))
+	old := rs[n-1]
+	old.host.RemoveStreamHandler(batchProtocol)
+	ctx := context.Background()
+	adv := rs[0]
+	var keys []string
+	for i := range 40 {
+		keys = append(keys, fmt.Sprintf("sha256:batch-%d", i))
+	}
+	// Until identify runs again, rs[0] may still believe old speaks it:
+	// the stream negotiation decides, not the peerstore.
+	if err := adv.Advertise(ctx, keys...); err != nil {
+		t.Fatal(err)
+	}
+	var others []peer.ID
+	byID := map[peer.ID]*Router{}
+	for _, r := range rs[1:] {
+		others = append(others, r.self)
+		byID[r.self] = r
+	}
+	for _, k := range keys {
+		mh := keyCID(k).Hash()
+		closest := kb.SortClosestPeers(others, kb.ConvertKey(string(mh)))[:replication]
+		for _, p := range closest {
+			got, err := byID[p].dht.ProviderStore().GetProviders(ctx, mh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].ID != adv.self || len(got[0].Addrs) == 0 {
+				t.Fatalf("%s: one of its closest peers (old version: %v) holds %v, want %s with addresses", k, p == old.self, got, adv.self)
+			}
+		}
+	}
+	for _, r := range []*Router{rs[1], rs[n/2], old} {
+		for _, k := range keys[:5] {
+			if got := lookup(t, r, k); len(got) != 1 || got[0].ID != adv.self {
+				t.Fatalf("lookup of %s from %s: %+v", k, r.self, got)
+			}
+		}
+	}
+	if st := adv.provs.stats(); st.Records != len(keys) {
+		t.Fatalf("advertiser holds %d records of its own, want %d", st.Records, len(keys))
+	}
+	if err := adv.Withdraw(ctx, keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st := adv.provs.stats(); st.Records != len(keys)-1 {
+		t.Fatalf("after Withdraw, %d records of its own, want %d", st.Records, len(keys)-1)
+	}
+}
+
+// newMesh starts n routers on 127.0.0.<base>.. whose bootstrap lists every
+// one of them, as the Kubernetes source does, and waits until each is
+// connected to all the others.
+func newMesh(tb testing.TB, base, n int) []*Router {
+	tb.Helper()
+	var (
+		mu    sync.Mutex
+		addrs []string
+	)
+	list := func(context.Context) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(addrs), nil
+	}
+	var rs []*Router
+	for i := range n {
+		r := newRouter(tb, fmt.Sprintf("127.0.0.%d", base+i), func(c *Config) {
+			c.Bootstrap = list
+			c.BootstrapInterval = 200 * time.Millisecond
+		})
+		mu.Lock()
+		addrs = append(addrs, r.listenAddr())
+		mu.Unlock()
+		rs = append(rs, r)
+	}
+	waitFor(tb, 30*time.Second, "a full mesh", func() bool {
+		for _, r := range rs {
+			if len(r.providePeers()) < n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	return rs
 }

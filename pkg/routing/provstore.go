@@ -186,6 +186,21 @@ func (s *provStore) Put(_ context.Context, k ds.Key, v []byte) error {
 	return nil
 }
 
+// addMany stores records of p for digests written now, under one lock: the
+// provider batch protocol's path (provide.go), which skips the manager. It
+// returns how many were stored (the others hit a cap).
+func (s *provStore) addMany(p peer.ID, digests [][32]byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.expireLocked(now)
+	before := s.dropped
+	for _, d := range digests {
+		s.addLocked(d, p, now, now)
+	}
+	return len(digests) - int(s.dropped-before)
+}
+
 func (s *provStore) addLocked(d [32]byte, p peer.ID, at, now time.Time) {
 	if now.Sub(at) > s.validity {
 		return // already expired
@@ -501,3 +516,22 @@ func (s *provStore) stats() provStats {
 	s.expireLocked(s.now())
 	return provStats{Records: s.records, Keys: len(s.keys), Peers: len(s.peers.idx), Dropped: s.dropped}
 }
+
+// noCache is the provider manager's read cache, caching nothing. The manager
+// caches whole provider sets and updates them only on its own writes, while
+// provider batches (provide.go) write to provStore directly: a cached set
+// would miss them. provStore answers a read with one map look-up, so the
+// cache bought little.
+type noCache struct{}
+
+func (noCache) Add(_, _ any) bool              { return false }
+func (noCache) Get(any) (any, bool)            { return nil, false }
+func (noCache) Contains(any) bool              { return false }
+func (noCache) Peek(any) (any, bool)           { return nil, false }
+func (noCache) Remove(any) bool                { return false }
+func (noCache) RemoveOldest() (any, any, bool) { return nil, nil, false }
+func (noCache) GetOldest() (any, any, bool)    { return nil, nil, false }
+func (noCache) Keys() []any                    { return nil }
+func (noCache) Len() int                       { return 0 }
+func (noCache) Purge()                         {}
+func (noCache) Resize(int) int                 { return 0 }

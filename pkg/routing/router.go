@@ -112,6 +112,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("routing: %w", err)
 	}
 	h.SetStreamHandler(mirrorProtocol, r.handleMirror)
+	h.SetStreamHandler(batchProtocol, r.handleBatch)
 	if r.dht, err = newDHT(h, r); err != nil {
 		cancel()
 		sub.Close()
