@@ -70,7 +70,8 @@ func (e *env) cluster(n int) []*node {
 		ctrd := harness.StartContainerd(e.tb, filepath.Join(e.dir, fmt.Sprintf("node%d", i)),
 			harness.ContainerdOptions{IP: harness.LoopbackIP(i)})
 		// Info level: a benchmark should not pay for a log line per request.
-		args := []string{"--log-level", "info"}
+		// pprof: the footprint scenario saves a heap profile.
+		args := []string{"--log-level", "info", "--debug-pprof"}
 		if i > 1 {
 			args = append(args, "--bootstrap-peer", e.nodes[0].ctrd.IP+":5001")
 		}

@@ -52,6 +52,7 @@ var scenarios = []scenario{
 	{"miss", func(e *env) Result { return missOn(e, 8) }},
 	{"miss_upstream", missUpstream},
 	{"swarm_64", swarm64},
+	{"dht_scale", dhtScale},
 }
 
 func main() {

@@ -81,3 +81,7 @@ func (r *Router) reprovideLoop() {
 		}
 	}
 }
+
+// StoredRecords is the number of provider records this node stores, its
+// own and other nodes' (shoal_provider_records).
+func (r *Router) StoredRecords() int { return r.provs.stats().Records }

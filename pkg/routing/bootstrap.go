@@ -102,6 +102,7 @@ func (r *Router) bootstrapOnce(st *bootState) {
 		r.log.Info("p2p: bootstrap addresses available again", "count", len(addrs))
 		st.sourceErr = false
 	}
+	addrs = slices.Clone(addrs) // the source's own slice: sorting it in place would race its owner
 	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
 	addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == r.listenAddr() })
