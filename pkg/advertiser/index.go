@@ -1,16 +1,15 @@
 package advertiser
 
-import (
-	"maps"
-	"slices"
-)
+import "slices"
 
 // imageState is what one walk found for one image name.
 type imageState struct {
-	target string              // digest of the image's root (index or manifest)
-	size   int64               // sum of the sizes of its present blobs
-	keys   map[string]struct{} // present digests, and the tag key
+	target string   // digest of the image's root (index or manifest)
+	size   int64    // sum of the sizes of its present blobs
+	keys   []string // present digests, and the tag key, each once
 }
+
+func (st imageState) has(k string) bool { return slices.Contains(st.keys, k) }
 
 // orphan is a blob announced by a content event that no image claims yet: a
 // layer of a pull still running, shareable the moment it is committed.
@@ -41,10 +40,10 @@ func (ix *index) wanted(key string) bool { return ix.refs[key] > 0 || ix.orphans
 func (ix *index) setImage(name string, st imageState) []string {
 	old := ix.images[name]
 	touched := unionKeys(old.keys, st.keys)
-	for k := range old.keys {
+	for _, k := range old.keys {
 		ix.unref(k)
 	}
-	for k := range st.keys {
+	for _, k := range st.keys {
 		ix.refs[k]++
 		delete(ix.orphans, k)
 	}
@@ -58,11 +57,11 @@ func (ix *index) deleteImage(name string) []string {
 	if !ok {
 		return nil
 	}
-	for k := range old.keys {
+	for _, k := range old.keys {
 		ix.unref(k)
 	}
 	delete(ix.images, name)
-	return slices.Collect(maps.Keys(old.keys))
+	return slices.Clone(old.keys)
 }
 
 func (ix *index) unref(k string) {
@@ -87,12 +86,11 @@ func (ix *index) removeContent(dgst string) []string {
 	hit := ix.orphans[dgst] != nil
 	delete(ix.orphans, dgst)
 	for name, st := range ix.images {
-		if _, ok := st.keys[dgst]; !ok {
+		if !st.has(dgst) {
 			continue
 		}
-		keys := maps.Clone(st.keys)
-		delete(keys, dgst)
-		st.keys = keys
+		// A copy: a walk's result may still be shared with a caller.
+		st.keys = slices.DeleteFunc(slices.Clone(st.keys), func(k string) bool { return k == dgst })
 		ix.images[name] = st
 		ix.unref(dgst)
 		hit = true
@@ -146,13 +144,11 @@ func diff(wanted func(string) bool, accepted, tried map[string]struct{}, keys []
 	return add, remove
 }
 
-func unionKeys(a, b map[string]struct{}) []string {
+func unionKeys(a, b []string) []string {
 	out := make([]string, 0, len(a)+len(b))
-	for k := range a {
-		out = append(out, k)
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
+	out = append(out, a...)
+	for _, k := range b {
+		if !slices.Contains(a, k) {
 			out = append(out, k)
 		}
 	}

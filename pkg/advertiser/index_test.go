@@ -21,9 +21,11 @@ const (
 )
 
 func state(target string, keys ...string) imageState {
-	st := imageState{target: target, keys: map[string]struct{}{}}
+	st := imageState{target: target}
 	for _, k := range keys {
-		st.keys[k] = struct{}{}
+		if !slices.Contains(st.keys, k) {
+			st.keys = append(st.keys, k)
+		}
 	}
 	return st
 }

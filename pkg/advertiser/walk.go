@@ -47,14 +47,22 @@ type walkResult struct {
 
 // walker reads manifests to find an image's blobs. It caches the children of
 // the manifests it parsed: content is immutable, so a resync of unchanged
-// images costs one info call per blob and no reads.
+// images costs one info call per blob and no reads. The cache keeps what a
+// walk needs of a child, its digest and whether it may have children, not
+// the whole descriptor (media type, annotations, platform).
 type walker struct {
 	mu       sync.Mutex
-	children map[digest.Digest][]ocispec.Descriptor // nil slice: a leaf
+	children map[digest.Digest][]child // nil slice: a leaf
+}
+
+// child is a descriptor as a walk needs it.
+type child struct {
+	digest digest.Digest
+	branch bool // an index or manifest, or of unknown type: may list children
 }
 
 func newWalker() *walker {
-	return &walker{children: map[digest.Digest][]ocispec.Descriptor{}}
+	return &walker{children: map[digest.Digest][]child{}}
 }
 
 // walk visits root and everything below it that is present. Missing blobs
@@ -63,32 +71,32 @@ func newWalker() *walker {
 // containerd outage never reads as "the content is gone".
 func (w *walker) walk(ctx context.Context, src blobSource, root ocispec.Descriptor) (walkResult, error) {
 	r := walkResult{complete: true, visited: map[digest.Digest]struct{}{}}
-	err := w.visit(ctx, src, root, 0, &r)
+	err := w.visit(ctx, src, child{root.Digest, mayHaveChildren(root.MediaType)}, 0, &r)
 	return r, err
 }
 
-func (w *walker) visit(ctx context.Context, src blobSource, d ocispec.Descriptor, depth int, r *walkResult) error {
-	if _, ok := r.visited[d.Digest]; ok {
+func (w *walker) visit(ctx context.Context, src blobSource, d child, depth int, r *walkResult) error {
+	if _, ok := r.visited[d.digest]; ok {
 		return nil
 	}
-	if _, err := oci.ParseDigest(d.Digest.String()); err != nil {
+	if _, err := oci.ParseDigest(d.digest.String()); err != nil {
 		return nil // an algorithm we could not verify: not shared
 	}
-	r.visited[d.Digest] = struct{}{}
-	size, err := src.info(ctx, d.Digest)
+	r.visited[d.digest] = struct{}{}
+	size, err := src.info(ctx, d.digest)
 	if errdefs.IsNotFound(err) {
 		r.complete = false
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("content info %s: %w", d.Digest, err)
+		return fmt.Errorf("content info %s: %w", d.digest, err)
 	}
-	r.digests = append(r.digests, d.Digest.String())
+	r.digests = append(r.digests, d.digest.String())
 	r.size += size
-	if depth >= maxDepth || !mayHaveChildren(d.MediaType) {
+	if depth >= maxDepth || !d.branch {
 		return nil
 	}
-	kids, err := w.childrenOf(ctx, src, d.Digest, size)
+	kids, err := w.childrenOf(ctx, src, d.digest, size)
 	if errdefs.IsNotFound(err) { // deleted between info and read
 		r.complete = false
 		return nil
@@ -116,7 +124,7 @@ func mayHaveChildren(mediaType string) bool {
 	return false
 }
 
-func (w *walker) childrenOf(ctx context.Context, src blobSource, dgst digest.Digest, size int64) ([]ocispec.Descriptor, error) {
+func (w *walker) childrenOf(ctx context.Context, src blobSource, dgst digest.Digest, size int64) ([]child, error) {
 	w.mu.Lock()
 	kids, ok := w.children[dgst]
 	w.mu.Unlock()
@@ -138,35 +146,40 @@ func (w *walker) childrenOf(ctx context.Context, src blobSource, dgst digest.Dig
 }
 
 // parseChildren lists an index's manifests or a manifest's config and layers.
-// A blob that is not such a document has none.
-func parseChildren(b []byte) []ocispec.Descriptor {
+// A blob that is not such a document has none. Only digests and media types
+// are decoded: annotations and platforms are never needed.
+func parseChildren(b []byte) []child {
+	type desc struct {
+		MediaType string        `json:"mediaType"`
+		Digest    digest.Digest `json:"digest"`
+	}
 	var m struct {
-		Manifests []ocispec.Descriptor `json:"manifests"`
-		Config    *ocispec.Descriptor  `json:"config"`
-		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []desc `json:"manifests"`
+		Config    *desc  `json:"config"`
+		Layers    []desc `json:"layers"`
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil
 	}
-	kids := append([]ocispec.Descriptor{}, m.Manifests...)
+	n := len(m.Manifests) + len(m.Layers)
+	if m.Config != nil {
+		n++
+	}
+	if n == 0 {
+		return []child{}
+	}
+	kids := make([]child, 0, n)
+	for _, d := range m.Manifests {
+		kids = append(kids, child{d.Digest, mayHaveChildren(d.MediaType)})
+	}
 	// A config and layers are leaves, whatever media type a producer gave them.
 	if m.Config != nil && m.Config.Digest != "" {
-		c := *m.Config
-		c.MediaType = leafType(c.MediaType)
-		kids = append(kids, c)
+		kids = append(kids, child{m.Config.Digest, false})
 	}
 	for _, l := range m.Layers {
-		l.MediaType = leafType(l.MediaType)
-		kids = append(kids, l)
+		kids = append(kids, child{l.Digest, false})
 	}
 	return kids
-}
-
-func leafType(mt string) string {
-	if mayHaveChildren(mt) {
-		return "application/octet-stream"
-	}
-	return mt
 }
 
 // retain drops cached manifests that are not in keep (the digests the last

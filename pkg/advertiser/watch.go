@@ -175,13 +175,12 @@ func (a *Advertiser) walkImage(ctx context.Context, src blobSource, img images.I
 	if err != nil {
 		return imageState{}, r, err
 	}
-	st := imageState{target: img.Target.Digest.String(), size: r.size, keys: make(map[string]struct{}, len(r.digests)+1)}
-	for _, d := range r.digests {
-		st.keys[d] = struct{}{}
-	}
-	if _, ok := st.keys[st.target]; ok {
+	// The walk visits each digest once, so r.digests has no duplicates.
+	st := imageState{target: img.Target.Digest.String(), size: r.size, keys: make([]string, 0, len(r.digests)+1)}
+	st.keys = append(st.keys, r.digests...)
+	if st.has(st.target) {
 		if tag, ok := TagKeyFromImageName(img.Name); ok {
-			st.keys[tag] = struct{}{}
+			st.keys = append(st.keys, tag)
 		}
 	}
 	return st, r, nil
