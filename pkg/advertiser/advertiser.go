@@ -29,9 +29,14 @@ type Config struct {
 	Router    Router
 	// ResyncInterval is the period of the full re-walk. Garbage collection
 	// deletes content without events, and containerd 1.6 sends no content
-	// events, so this bounds how stale the keys can be. Default 1m.
-	ResyncInterval time.Duration
-	Logger         *slog.Logger
+	// events, so this bounds how stale the keys can be. Default 1m. Each
+	// is light (lightResync: the content listing against the index, and
+	// re-walks of the images that need one), except every
+	// FullResyncInterval (default 30m) and after the event stream was lost,
+	// when every image is listed and walked again.
+	ResyncInterval     time.Duration
+	FullResyncInterval time.Duration
+	Logger             *slog.Logger
 	// OnChange is called with the number of keys the Router has accepted,
 	// each time it changes (the shoal_advertised_keys gauge). It is called
 	// with the advertiser's lock held: it must be quick and must not call
@@ -65,6 +70,7 @@ type Advertiser struct {
 	tried      map[string]struct{} // keys whose Advertise failed: the Router may hold some
 	dirty      map[string]struct{} // keys to reconcile
 	busy       map[string]struct{} // keys with a Router call in flight
+	incomplete map[string]struct{} // images whose last walk found blobs missing
 	// clock orders events and walks: an event stamps its image name, and a
 	// walk that began before the latest stamp of its name is stale.
 	clock   uint64
@@ -87,6 +93,9 @@ func newAdvertiser(cfg Config, src backend) *Advertiser {
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = time.Minute
 	}
+	if cfg.FullResyncInterval <= 0 {
+		cfg.FullResyncInterval = 30 * time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -106,6 +115,7 @@ func newAdvertiser(cfg Config, src backend) *Advertiser {
 		tried:       map[string]struct{}{},
 		dirty:       map[string]struct{}{},
 		busy:        map[string]struct{}{},
+		incomplete:  map[string]struct{}{},
 		stamps:      map[string]uint64{},
 		walking:     map[uint64]int{},
 	}

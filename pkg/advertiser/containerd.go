@@ -43,8 +43,9 @@ type backend interface {
 	blobSource
 	image(ctx context.Context, name string) (images.Image, error)
 	images(ctx context.Context) ([]images.Image, error)
-	// contents lists every committed blob with its size.
-	contents(ctx context.Context) (map[digest.Digest]int64, error)
+	// contents streams every committed blob with its size to fn, without
+	// holding the listing in memory.
+	contents(ctx context.Context, fn func(digest.Digest, int64)) error
 	// ingesting reports whether a download is in progress.
 	ingesting(ctx context.Context) (bool, error)
 	// subscribe streams events of the namespace. The error channel yields
@@ -99,15 +100,13 @@ func (b *containerdBackend) images(ctx context.Context) ([]images.Image, error) 
 	return b.client.ImageService().List(ctx)
 }
 
-func (b *containerdBackend) contents(ctx context.Context) (map[digest.Digest]int64, error) {
+func (b *containerdBackend) contents(ctx context.Context, fn func(digest.Digest, int64)) error {
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	out := map[digest.Digest]int64{}
-	err := b.client.ContentStore().Walk(ctx, func(i content.Info) error {
-		out[i.Digest] = i.Size
+	return b.client.ContentStore().Walk(ctx, func(i content.Info) error {
+		fn(i.Digest, i.Size)
 		return nil
 	})
-	return out, err
 }
 
 func (b *containerdBackend) ingesting(ctx context.Context) (bool, error) {

@@ -100,17 +100,27 @@ func (f *fakeStore) images(context.Context) ([]images.Image, error) {
 	return slices.Collect(maps.Values(f.imgs)), nil
 }
 
-func (f *fakeStore) contents(context.Context) (map[digest.Digest]int64, error) {
+func (f *fakeStore) contents(_ context.Context, fn func(digest.Digest, int64)) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.down {
-		return nil, errDown
+		f.mu.Unlock()
+		return errDown
 	}
-	out := map[digest.Digest]int64{}
+	type blob struct {
+		d    digest.Digest
+		size int64
+	}
+	list := make([]blob, 0, len(f.blobs))
 	for d, b := range f.blobs {
-		out[d] = int64(len(b))
+		list = append(list, blob{d, int64(len(b))})
 	}
-	return out, nil
+	f.mu.Unlock()
+	// Streamed outside the lock, as containerd's listing is: the store may
+	// change while it runs.
+	for _, b := range list {
+		fn(b.d, b.size)
+	}
+	return nil
 }
 
 func (f *fakeStore) ingesting(context.Context) (bool, error) {

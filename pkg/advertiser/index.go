@@ -1,6 +1,9 @@
 package advertiser
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // imageState is what one walk found for one image name.
 type imageState struct {
@@ -16,6 +19,22 @@ func (st imageState) has(k string) bool { return slices.Contains(st.keys, k) }
 type orphan struct {
 	stamp     uint64 // clock of its event; a resync that began at an earlier clock knows nothing of it
 	unclaimed bool   // a resync already found no image claiming it
+	listing          // its blob's presence in content listings
+}
+
+// listing is a key's presence in the light resync's content listings:
+// added is the listing generation in which the key (last) entered the
+// index, seen the last one that listed its blob. A blob that entered during
+// a listing may have been committed after the listing passed its place, so
+// only keys older than the listing count as gone when it misses them.
+type listing struct {
+	added, seen uint32
+}
+
+// keyRef is a key held by images: how many, and its listings.
+type keyRef struct {
+	n int32
+	listing
 }
 
 // index is the wanted set: every key some image or orphan blob needs. It is
@@ -23,16 +42,26 @@ type orphan struct {
 // the caller can diff just those against what the Router was told.
 type index struct {
 	images  map[string]imageState
-	refs    map[string]int // key -> number of image names whose walk has it
+	refs    map[string]keyRef // key -> image names whose walk has it
 	orphans map[string]*orphan
+	gen     uint32 // the current content listing (beginListing)
 }
 
 func newIndex() *index {
-	return &index{images: map[string]imageState{}, refs: map[string]int{}, orphans: map[string]*orphan{}}
+	return &index{images: map[string]imageState{}, refs: map[string]keyRef{}, orphans: map[string]*orphan{}}
 }
 
 // wanted reports whether any image or orphan needs key.
-func (ix *index) wanted(key string) bool { return ix.refs[key] > 0 || ix.orphans[key] != nil }
+func (ix *index) wanted(key string) bool { return ix.refs[key].n > 0 || ix.orphans[key] != nil }
+
+func (ix *index) ref(k string) {
+	r, ok := ix.refs[k]
+	if !ok {
+		r.added = ix.gen
+	}
+	r.n++
+	ix.refs[k] = r
+}
 
 // setImage replaces what name holds. An orphan the image now claims stops
 // being an orphan: the image's reference keeps it, and deleting the image
@@ -44,7 +73,7 @@ func (ix *index) setImage(name string, st imageState) []string {
 		ix.unref(k)
 	}
 	for _, k := range st.keys {
-		ix.refs[k]++
+		ix.ref(k)
 		delete(ix.orphans, k)
 	}
 	ix.images[name] = st
@@ -65,18 +94,29 @@ func (ix *index) deleteImage(name string) []string {
 }
 
 func (ix *index) unref(k string) {
-	if ix.refs[k]--; ix.refs[k] <= 0 {
+	r := ix.refs[k]
+	if r.n--; r.n <= 0 {
 		delete(ix.refs, k)
+		return
 	}
+	ix.refs[k] = r
 }
 
 // addOrphan records a committed blob. One that an image already claims needs
 // no orphan entry.
 func (ix *index) addOrphan(dgst string, stamp uint64) []string {
-	if ix.refs[dgst] > 0 || ix.orphans[dgst] != nil {
+	if r, ok := ix.refs[dgst]; ok {
+		// Committed again (after a GC, say) during a listing that may
+		// have missed it: not gone.
+		r.added = ix.gen
+		ix.refs[dgst] = r
 		return nil
 	}
-	ix.orphans[dgst] = &orphan{stamp: stamp}
+	if o := ix.orphans[dgst]; o != nil {
+		o.added = ix.gen
+		return nil
+	}
+	ix.orphans[dgst] = &orphan{stamp: stamp, listing: listing{added: ix.gen}}
 	return []string{dgst}
 }
 
@@ -99,6 +139,74 @@ func (ix *index) removeContent(dgst string) []string {
 		return nil
 	}
 	return []string{dgst}
+}
+
+// beginListing starts a content listing and returns its generation.
+func (ix *index) beginListing() uint32 {
+	ix.gen++
+	return ix.gen
+}
+
+// listed records that the listing gen found blob d.
+func (ix *index) listed(d string, gen uint32) {
+	if r, ok := ix.refs[d]; ok {
+		r.seen = gen
+		ix.refs[d] = r
+	}
+	if o := ix.orphans[d]; o != nil {
+		o.seen = gen
+	}
+}
+
+// present reports whether the listing gen found d, or d entered the index
+// during it (and may have been committed after the listing passed it).
+func (ix *index) present(d string, gen uint32) bool {
+	if r, ok := ix.refs[d]; ok {
+		return r.seen == gen || r.added >= gen
+	}
+	if o := ix.orphans[d]; o != nil {
+		return o.seen == gen || o.added >= gen
+	}
+	return false
+}
+
+// unlisted returns the digests the index holds that the listing gen did not
+// find: blobs deleted without an event (garbage collection).
+func (ix *index) unlisted(gen uint32) []string {
+	var gone []string
+	for k, r := range ix.refs {
+		if r.seen != gen && r.added < gen && isDigestKey(k) {
+			gone = append(gone, k)
+		}
+	}
+	return gone
+}
+
+// holders returns the images that hold any of keys.
+func (ix *index) holders(keys []string) []string {
+	if len(keys) == 0 {
+		return nil
+	}
+	set := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		set[k] = struct{}{}
+	}
+	var out []string
+	for name, st := range ix.images {
+		for _, k := range st.keys {
+			if _, ok := set[k]; ok {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// isDigestKey tells a blob's key from a tag key: tag keys have a registry
+// host before their first '/', digests none.
+func isDigestKey(k string) bool {
+	return strings.HasPrefix(k, "sha256:") || strings.HasPrefix(k, "sha512:")
 }
 
 // ageOrphans runs at the end of a resync that began at clock start. An orphan

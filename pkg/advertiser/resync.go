@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,20 +15,36 @@ import (
 // resyncWorkers bounds the images walked at once during a resync.
 const resyncWorkers = 8
 
-// resyncLoop resyncs on every tick and whenever asked (a new subscription).
+// resyncLoop resyncs on every tick and whenever asked (a new subscription,
+// after which events may have been missed). A tick runs the light resync
+// (lightResync), unless the last full one is FullResyncInterval old; a
+// subscription, or a light resync that failed, asks for a full one.
 func (a *Advertiser) resyncLoop(ctx context.Context, trigger <-chan struct{}) {
 	t := time.NewTicker(a.cfg.ResyncInterval)
 	defer t.Stop()
 	failing := false
+	var lastFull time.Time
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			full = time.Since(lastFull) >= a.cfg.FullResyncInterval || failing
 		case <-trigger:
+			full = true
 		}
 		began := time.Now()
-		n, err := a.resync(ctx)
+		var n int
+		var err error
+		if full {
+			n, err = a.resync(ctx)
+			if err == nil {
+				lastFull = began
+			}
+		} else {
+			n, err = a.lightResync(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -41,7 +58,7 @@ func (a *Advertiser) resyncLoop(ctx context.Context, trigger <-chan struct{}) {
 				a.log.Info("resync works again")
 				failing = false
 			}
-			a.log.Debug("resync done", "images", n, "took", time.Since(began))
+			a.log.Debug("resync done", "full", full, "images", n, "took", time.Since(began))
 		}
 	}
 }
@@ -68,8 +85,8 @@ func (s snapshot) info(_ context.Context, d digest.Digest) (int64, error) {
 func (a *Advertiser) resync(ctx context.Context) (int, error) {
 	start := a.beginWalk()
 	defer a.endWalk(start)
-	present, err := a.src.contents(ctx)
-	if err != nil {
+	present := map[digest.Digest]int64{}
+	if err := a.src.contents(ctx, func(d digest.Digest, size int64) { present[d] = size }); err != nil {
 		return 0, fmt.Errorf("list content: %w", err)
 	}
 	imgs, err := a.src.images(ctx)
@@ -83,9 +100,10 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 	src := snapshot{present: present, backend: a.src}
 
 	type result struct {
-		st      imageState
-		visited map[digest.Digest]struct{}
-		err     error
+		st       imageState
+		visited  map[digest.Digest]struct{}
+		complete bool
+		err      error
 	}
 	results := make([]result, len(imgs))
 	sem := make(chan struct{}, resyncWorkers)
@@ -95,7 +113,7 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			st, r, err := a.walkImage(ctx, src, img)
-			results[i] = result{st: st, visited: r.visited, err: err}
+			results[i] = result{st: st, visited: r.visited, complete: r.complete, err: err}
 		})
 	}
 	wg.Wait()
@@ -114,11 +132,13 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 		maps.Copy(reached, r.visited)
 		if a.fresh(img.Name, start) {
 			a.ix.setImage(img.Name, r.st)
+			a.markComplete(img.Name, r.complete)
 		}
 	}
 	for name := range a.ix.images {
 		if _, ok := listed[name]; !ok && a.fresh(name, start) {
 			a.ix.deleteImage(name)
+			delete(a.incomplete, name)
 		}
 	}
 	a.ix.ageOrphans(start, func(d string) bool { _, ok := present[digest.Digest(d)]; return ok }, ingesting)
@@ -140,4 +160,73 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 	a.wk.retain(reached)
 	a.push(ctx, all)
 	return len(imgs), nil
+}
+
+// lightResync is the periodic resync: it streams the content listing and
+// checks it against the index, without listing or walking images. Blobs the
+// index holds that the listing lacks were deleted without an event (garbage
+// collection); the images that held them, and the images whose last walk
+// found blobs missing (a pull still running, or containerd 1.6, which sends
+// no content events), are walked again. Orphans age, and failed Router calls
+// are retried. The image list is read again only by the full resync.
+func (a *Advertiser) lightResync(ctx context.Context) (int, error) {
+	start := a.beginWalk()
+	defer a.endWalk(start)
+	a.mu.Lock()
+	gen := a.ix.beginListing()
+	a.mu.Unlock()
+	err := a.src.contents(ctx, func(d digest.Digest, _ int64) {
+		a.mu.Lock()
+		a.ix.listed(string(d), gen)
+		a.mu.Unlock()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list content: %w", err)
+	}
+	ingesting, err := a.src.ingesting(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list ingests: %w", err)
+	}
+	a.mu.Lock()
+	gone := a.ix.unlisted(gen)
+	rewalk := a.ix.holders(gone)
+	var touched []string
+	for _, d := range gone {
+		touched = append(touched, a.ix.removeContent(d)...)
+	}
+	touched = append(touched, a.ix.ageOrphans(start, func(d string) bool { return a.ix.present(d, gen) }, ingesting)...)
+	for name := range a.incomplete {
+		rewalk = append(rewalk, name)
+	}
+	for k := range a.tried {
+		touched = append(touched, k)
+	}
+	a.pruneStamps()
+	a.mu.Unlock()
+	a.push(ctx, touched)
+	slices.Sort(rewalk)
+	rewalk = slices.Compact(rewalk)
+	sem := make(chan struct{}, resyncWorkers)
+	var wg sync.WaitGroup
+	for _, name := range rewalk {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := a.refresh(ctx, name); err != nil {
+				a.log.Debug("resync: image walk failed", "image", name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return len(rewalk), nil
+}
+
+// markComplete records whether name's last walk found every blob; call with
+// mu held.
+func (a *Advertiser) markComplete(name string, complete bool) {
+	if complete {
+		delete(a.incomplete, name)
+	} else {
+		a.incomplete[name] = struct{}{}
+	}
 }

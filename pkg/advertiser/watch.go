@@ -95,6 +95,7 @@ func (a *Advertiser) handle(ctx context.Context, ev event, wg *sync.WaitGroup) {
 	case topicImageDelete:
 		a.stamps[ev.name] = a.tick()
 		touched = a.ix.deleteImage(ev.name)
+		delete(a.incomplete, ev.name)
 	case topicContentCreate:
 		// A committed blob can be served at once: advertise it before any
 		// image claims it. This is what makes the delay after a pull small.
@@ -148,6 +149,7 @@ func (a *Advertiser) refresh(ctx context.Context, name string) (complete bool, e
 		a.mu.Lock()
 		if a.fresh(name, start) {
 			touched = a.ix.deleteImage(name)
+			delete(a.incomplete, name)
 		}
 		a.mu.Unlock()
 		a.push(ctx, touched)
@@ -162,6 +164,7 @@ func (a *Advertiser) refresh(ctx context.Context, name string) (complete bool, e
 	a.mu.Lock()
 	if a.fresh(name, start) {
 		touched = a.ix.setImage(name, st)
+		a.markComplete(name, r.complete)
 	}
 	a.mu.Unlock()
 	a.push(ctx, touched)
