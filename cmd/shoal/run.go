@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	gcDefaults(os.Getenv)
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
@@ -159,4 +161,19 @@ func podNamespace() string {
 		return strings.TrimSpace(string(b))
 	}
 	return "default"
+}
+
+// defaultGOGC is the collector's target when GOGC is not set: the heap may
+// grow by half its live size between collections, not double. A DaemonSet
+// pays its memory on every node, and an idle node allocates little, so the
+// extra collections cost almost nothing. GOMEMLIMIT has no default here: only
+// the pod's memory limit tells what it should be, and the chart sets it from
+// that.
+const defaultGOGC = 50
+
+// gcDefaults applies defaultGOGC unless the environment sets GOGC.
+func gcDefaults(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGOGC)
+	}
 }

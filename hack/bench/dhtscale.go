@@ -137,8 +137,9 @@ func dhtScale(e *env) Result {
 	// look-ups as no node's own (a hundredth of the size) would.
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	var first, done []float64
+	misses := 0
 	seen := map[[2]int]bool{}
-	for len(first) < lookups {
+	for len(first)+misses < lookups {
 		n := rand.IntN(nodes)
 		var key string
 		var k int
@@ -165,7 +166,9 @@ func dhtScale(e *env) Result {
 		dt := time.Since(start)
 		cancel()
 		if ft == 0 {
-			e.tb.Fatalf("dht_scale: node %d found no provider of %s", n, key)
+			misses++
+			e.tb.Logf("dht_scale: node %d found no provider of %s (key %d) in %v", n, key, k, dt)
+			continue
 		}
 		first = append(first, ms(ft))
 		done = append(done, ms(dt))
@@ -174,14 +177,14 @@ func dhtScale(e *env) Result {
 	return Result{
 		Unit: "B/record", Value: bytesPerRecord,
 		Goal: "≤ 100 B/record and look-up p99 < 10 ms",
-		Met:  bytesPerRecord <= 100 && p99 < 10,
+		Met:  bytesPerRecord <= 100 && p99 < 10 && misses == 0,
 		Detail: map[string]float64{
 			"nodes": float64(nodes), "records_per_node": float64(records) / float64(nodes),
 			"records_per_node_min": float64(minRec), "records_per_node_max": float64(maxRec),
 			"provide_round_s": firstWall.Seconds(), "provide_round_cpu_s": firstCPU,
 			"heap_delta_mib": (float64(heap1) - float64(heap0)) / (1 << 20), "advertised_sets_mib": advSets / (1 << 20),
 			"reprovide_round_s": againWall.Seconds(), "reprovide_cpu_s_per_node_hour": cpuPerNodeHour,
-			"lookup_first_p50_ms": quantile(first, 0.5), "lookup_first_p99_ms": p99,
+			"lookup_first_p50_ms": quantile(first, 0.5), "lookup_first_p99_ms": p99, "lookup_misses": float64(misses),
 			"lookup_done_p50_ms": quantile(done, 0.5), "lookup_done_p99_ms": quantile(done, 0.99),
 		},
 		Method: fmt.Sprintf("%d routing nodes (pkg/routing: libp2p, PSK, kad-dht, replication 20) in one process on 127.0.1.x, "+
@@ -189,7 +192,7 @@ func dhtScale(e *env) Result {
 			"B/record: live heap after the first provide round minus before it, less the advertisers' own key sets "+
 			"(%.1f MiB, measured on a map of the same size), over the records all nodes store (their own included). "+
 			"CPU: process CPU of a second round (what a reprovide does) less idle CPU, per node, times %g rounds an hour "+
-			"(reprovide every %v). Look-ups: %d from a random node for a random key it does not hold itself, one at a time, "+
+			"(reprovide every %v). Look-ups: %d from a random node for a random key (shared, or another node's own), one at a time, "+
 			"with the garbage collector paused (one heap for 100 nodes); first = first provider, done = the look-up's channel closed",
 			nodes, shared, owners, own, advSets/(1<<20), perHour, defaultReprovideInterval, lookups),
 		Limits: "a record is 8 bytes in its key's slice (interned peer index and write time) plus its share of the key " +
