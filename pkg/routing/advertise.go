@@ -55,29 +55,45 @@ func (r *Router) advertisedKeys() [][32]byte {
 
 // reprovideLoop re-announces every advertised key every ReprovideInterval,
 // give or take 10% so that nodes started together do not announce in step,
-// and at once when kicked (the node just joined the cluster).
+// and at once when kicked (the node just joined the cluster). Between
+// reprovides, peers that connect get their share of the records
+// (announceNew), once the connections of a burst have settled.
 func (r *Router) reprovideLoop() {
+	iv := r.cfg.ReprovideInterval
+	next := time.NewTimer(iv - iv/10 + rand.N(iv/5+1))
+	defer next.Stop()
 	for {
-		iv := r.cfg.ReprovideInterval
-		wait := iv - iv/10 + rand.N(iv/5+1)
-		t := time.NewTimer(wait)
+		full := false
 		select {
-		case <-t.C:
+		case <-next.C:
+			full = true
 		case <-r.reprovideKick:
-			t.Stop()
+			full = true
+		case <-r.newPeerKick:
+			settle := time.NewTimer(newPeerSettle)
+			select {
+			case <-settle.C:
+			case <-r.ctx.Done():
+				settle.Stop()
+				return
+			}
 		case <-r.ctx.Done():
-			t.Stop()
 			return
 		}
-		keys := r.advertisedKeys()
-		if len(keys) == 0 {
+		start := time.Now()
+		if !full {
+			if err := r.announceNew(r.ctx); err != nil && r.ctx.Err() == nil {
+				r.log.Debug("p2p: announcing to new peers", "err", err)
+			}
 			continue
 		}
-		start := time.Now()
-		if err := r.announce(r.ctx, keys); err != nil && r.ctx.Err() == nil {
-			r.log.Warn("p2p: reprovide", "keys", len(keys), "err", err)
-		} else {
-			r.log.Debug("p2p: reprovided", "keys", len(keys), "took", time.Since(start))
+		next.Reset(iv - iv/10 + rand.N(iv/5+1))
+		n, err := r.reprovide(r.ctx)
+		switch {
+		case err != nil && r.ctx.Err() == nil:
+			r.log.Warn("p2p: reprovide", "keys", n, "err", err)
+		case n > 0:
+			r.log.Debug("p2p: reprovided", "keys", n, "took", time.Since(start))
 		}
 	}
 }

@@ -78,6 +78,10 @@ const (
 	lookupTimeout = time.Second
 	// provideTimeout bounds one announcement of one key.
 	provideTimeout = 10 * time.Second
+	// newPeerSettle is how long the reprovider waits after a peer connects
+	// before giving new peers their records, so a burst of connections (a
+	// node joining a cluster) costs one round.
+	newPeerSettle = time.Second
 	// parallelism bounds concurrent announcements and mirror-address lookups.
 	parallelism = 16
 )

@@ -38,6 +38,7 @@ func (r *Router) watchPeers(sub event.Subscription) {
 				} else {
 					r.log.Debug("peer disconnected", "peer", ev.Peer)
 					r.mirrors.forget(ev.Peer)
+					r.forgetTold(ev.Peer)
 					p := ev.Peer
 					r.spawn(func() { r.checkGone(p) })
 				}
@@ -48,6 +49,9 @@ func (r *Router) watchPeers(sub event.Subscription) {
 				if slices.Contains(ev.Protocols, mirrorProtocol) {
 					p := ev.Peer
 					r.spawn(func() { r.mirrorURL(r.ctx, p) })
+				}
+				if slices.Contains(ev.Protocols, kadProtocol) {
+					r.kick(r.newPeerKick)
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -52,20 +53,33 @@ const (
 // knows only part of the cluster, and each key goes through the DHT's own
 // walk instead (provideWalk).
 func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
+	_, err := r.announceTo(ctx, digests, nil)
+	return err
+}
+
+// announceTo announces digests as announce does, but sends only to the
+// candidates only admits (nil: all). It returns the candidates it planned
+// with.
+func (r *Router) announceTo(ctx context.Context, digests [][32]byte, only func(peer.ID) bool) ([]peer.ID, error) {
 	if len(digests) == 0 {
-		return nil
+		return nil, nil
 	}
-	r.provs.addMany(r.self, digests)
+	if only == nil {
+		r.provs.addMany(r.self, digests)
+	}
 	mhs := make([]multihash.Multihash, len(digests))
 	for i, d := range digests {
 		mhs[i] = digestMH(d)
 	}
 	cands := r.providePeers()
 	if len(cands) == 0 {
-		return nil // alone: the reprovide on joining spreads them (bootstrap.go)
+		return nil, nil // alone: the reprovide on joining spreads them (bootstrap.go)
 	}
 	if !r.knowsCluster() {
-		return r.provideWalk(ctx, mhs)
+		if only != nil {
+			return cands, nil // the walk finds the new peers by itself
+		}
+		return cands, r.provideWalk(ctx, mhs)
 	}
 	plan := assignClosest(mhs, cands, replication)
 	self := pb.RawPeerInfosToPBPeers([]peer.AddrInfo{{ID: r.self, Addrs: r.host.Addrs()}})
@@ -77,14 +91,14 @@ func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 	)
 	sem := make(chan struct{}, parallelism)
 	for i, keys := range plan {
-		if len(keys) == 0 {
+		if len(keys) == 0 || only != nil && !only(cands[i]) {
 			continue
 		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return ctx.Err()
+			return cands, ctx.Err()
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -100,9 +114,55 @@ func (r *Router) announce(ctx context.Context, digests [][32]byte) error {
 	}
 	wg.Wait()
 	if failed > 0 {
-		return fmt.Errorf("routing: announcing to %d of %d peers failed, first: %w", failed, len(cands), first)
+		return cands, fmt.Errorf("routing: announcing to %d of %d peers failed, first: %w", failed, len(cands), first)
 	}
-	return nil
+	return cands, nil
+}
+
+// reprovide announces every advertised key to every candidate, and
+// remembers the candidates as told.
+func (r *Router) reprovide(ctx context.Context) (int, error) {
+	keys := r.advertisedKeys()
+	cands, err := r.announceTo(ctx, keys, nil)
+	r.annMu.Lock()
+	clear(r.told)
+	for _, p := range cands {
+		r.told[p] = struct{}{}
+	}
+	r.annMu.Unlock()
+	return len(keys), err
+}
+
+// announceNew sends peers that joined since the last reprovide the records
+// they are now among the closest for. Without it, a node that joined the
+// cluster before most of it had connected (or a node that came up later)
+// would be missing from the records of up to ReprovideInterval, and a key's
+// records would sit on the peers that were closest in a smaller cluster.
+// Each newcomer gets only its share, about replication/N of the keys, so a
+// node joining costs the others little.
+func (r *Router) announceNew(ctx context.Context) error {
+	r.annMu.Lock()
+	told := maps.Clone(r.told)
+	r.annMu.Unlock()
+	isNew := func(p peer.ID) bool { _, ok := told[p]; return !ok }
+	if !slices.ContainsFunc(r.providePeers(), isNew) {
+		return nil
+	}
+	cands, err := r.announceTo(ctx, r.advertisedKeys(), isNew)
+	r.annMu.Lock()
+	for _, p := range cands {
+		r.told[p] = struct{}{}
+	}
+	r.annMu.Unlock()
+	return err
+}
+
+// forgetTold drops a peer that disconnected: if it comes back it gets its
+// records again.
+func (r *Router) forgetTold(p peer.ID) {
+	r.annMu.Lock()
+	delete(r.told, p)
+	r.annMu.Unlock()
 }
 
 // providePeers are the DHT servers this node knows and believes alive: the

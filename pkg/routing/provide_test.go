@@ -107,33 +107,81 @@ func TestProviderBatches(t *testing.T) {
 // connected to all the others.
 func newMesh(tb testing.TB, base, n int) []*Router {
 	tb.Helper()
-	var (
-		mu    sync.Mutex
-		addrs []string
-	)
-	list := func(context.Context) ([]string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(addrs), nil
-	}
-	var rs []*Router
+	m := &mesh{}
+	return m.grow(tb, base, n)
+}
+
+// mesh is a cluster whose bootstrap lists every member, growing.
+type mesh struct {
+	mu    sync.Mutex
+	addrs []string
+	rs    []*Router
+}
+
+func (m *mesh) list(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.addrs), nil
+}
+
+// grow adds n routers on 127.0.0.<base>.. and waits until every member is
+// connected to all the others.
+func (m *mesh) grow(tb testing.TB, base, n int) []*Router {
+	tb.Helper()
 	for i := range n {
 		r := newRouter(tb, fmt.Sprintf("127.0.0.%d", base+i), func(c *Config) {
-			c.Bootstrap = list
+			c.Bootstrap = m.list
 			c.BootstrapInterval = 200 * time.Millisecond
 		})
-		mu.Lock()
-		addrs = append(addrs, r.listenAddr())
-		mu.Unlock()
-		rs = append(rs, r)
+		m.mu.Lock()
+		m.addrs = append(m.addrs, r.listenAddr())
+		m.rs = append(m.rs, r)
+		m.mu.Unlock()
 	}
-	waitFor(tb, 30*time.Second, "a full mesh", func() bool {
+	rs := m.rs
+	waitFor(tb, 60*time.Second, "a full mesh", func() bool {
 		for _, r := range rs {
-			if len(r.providePeers()) < n-1 {
+			if len(r.providePeers()) < len(rs)-1 {
 				return false
 			}
 		}
 		return true
 	})
 	return rs
+}
+
+// TestNewPeersGetTheirShare: a node that advertised while the cluster was
+// small gives the nodes that join later the records they are now closest
+// for, without waiting for its next reprovide.
+func TestNewPeersGetTheirShare(t *testing.T) {
+	m := &mesh{}
+	m.grow(t, 130, 2)
+	adv := m.rs[0]
+	ctx := context.Background()
+	var keys []string
+	for i := range 100 {
+		keys = append(keys, fmt.Sprintf("sha256:share-%d", i))
+	}
+	if err := adv.Advertise(ctx, keys...); err != nil {
+		t.Fatal(err)
+	}
+	rs := m.grow(t, 132, replication+2)
+	byID := map[peer.ID]*Router{}
+	var others []peer.ID
+	for _, r := range rs[1:] {
+		byID[r.self] = r
+		others = append(others, r.self)
+	}
+	waitFor(t, 20*time.Second, "every key's closest peers to hold its record", func() bool {
+		for _, k := range keys {
+			mh := keyCID(k).Hash()
+			for _, p := range kb.SortClosestPeers(others, kb.ConvertKey(string(mh)))[:replication] {
+				got, err := byID[p].dht.ProviderStore().GetProviders(ctx, mh)
+				if err != nil || len(got) == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }

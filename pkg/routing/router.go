@@ -65,6 +65,10 @@ type Router struct {
 
 	bootKick      chan struct{}
 	reprovideKick chan struct{}
+	newPeerKick   chan struct{} // a DHT peer connected (announceNew)
+
+	annMu sync.Mutex
+	told  map[peer.ID]struct{} // peers given their records since the last reprovide
 }
 
 // New starts listening, starts the DHT in server mode and bootstraps in the
@@ -100,7 +104,8 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		mirrors: mirrorCache{urls: map[peer.ID]string{}},
 		adv:     map[[32]byte]struct{}{},
 		demoted: map[peer.ID]time.Time{}, dead: map[peer.ID]time.Time{},
-		bootKick: make(chan struct{}, 1), reprovideKick: make(chan struct{}, 1),
+		bootKick: make(chan struct{}, 1), reprovideKick: make(chan struct{}, 1), newPeerKick: make(chan struct{}, 1),
+		told: map[peer.ID]struct{}{},
 	}
 	// Subscribe before the DHT starts so that no connection is missed.
 	sub, err := h.EventBus().Subscribe([]any{
