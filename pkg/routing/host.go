@@ -100,30 +100,35 @@ func newHost(key crypto.PrivKey, listen ma.Multiaddr, ip net.IP, psk []byte, dia
 
 // resourceLimits are fixed, not scaled from the machine's memory as libp2p's
 // defaults are (a DaemonSet pod sees the node's memory, not its own limit):
-// enough connections for conns peers with room for churn, a few streams per
-// peer and protocol, and at most 64 MiB of stream buffers in all.
+// enough connections for conns peers with room for churn, and streams to
+// match. Memory is what yamux reserves: a stream's full receive window
+// (streamWindow) from the moment it opens, although it holds only what is in
+// flight, so the limits allow the streams' windows (64 a peer, 8*conns in
+// all) rather than bind before the stream counts do. Nodes hold about two
+// DHT streams per peer (kad-dht keeps one open to each peer it talks to).
 func resourceLimits(conns int) rcmgr.ConcreteLimitConfig {
 	lv := func(n int) rcmgr.LimitVal { return rcmgr.LimitVal(n) }
 	peerConns := 4 // a node's connection, one redialled while the old one closes, a prober's
+	streams := 8 * conns
 	system := rcmgr.ResourceLimits{
 		Conns: lv(2 * conns), ConnsInbound: lv(2 * conns), ConnsOutbound: lv(2 * conns),
-		Streams: lv(64 * conns), StreamsInbound: lv(32 * conns), StreamsOutbound: lv(32 * conns),
+		Streams: lv(streams), StreamsInbound: lv(streams / 2), StreamsOutbound: lv(streams / 2),
 		FD:     lv(2 * conns),
-		Memory: rcmgr.LimitVal64(64 << 20),
+		Memory: rcmgr.LimitVal64(int64(streams) * streamWindow),
 	}
+	const peerStreams = 64
 	perPeer := rcmgr.ResourceLimits{
 		Conns: lv(peerConns), ConnsInbound: lv(peerConns), ConnsOutbound: lv(peerConns),
-		Streams: lv(512), StreamsInbound: lv(256), StreamsOutbound: lv(256),
+		Streams: lv(peerStreams), StreamsInbound: lv(peerStreams / 2), StreamsOutbound: lv(peerStreams / 2),
 		FD:     lv(peerConns),
-		Memory: rcmgr.LimitVal64(16 << 20),
+		Memory: rcmgr.LimitVal64(peerStreams * streamWindow),
 	}
 	return rcmgr.PartialLimitConfig{
 		System:      system,
 		Transient:   system,
 		PeerDefault: perPeer,
-	}.Build(rcmgr.DefaultLimits.Scale(64<<20, 2*conns))
+	}.Build(rcmgr.DefaultLimits.Scale(int64(streams)*streamWindow, 2*conns))
 }
-
 // onlyIP announces only addresses on the configured IP, so a node on
 // 127.0.0.3 advertises 127.0.0.3 and a node never advertises an interface
 // peers cannot reach. With an unspecified IP (0.0.0.0, ::) every interface
