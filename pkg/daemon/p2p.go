@@ -84,6 +84,7 @@ func startP2P(ctx context.Context, cfg Config, mirrorAddr string, st *store.Stor
 			log.Error("advertiser stopped", "err", err)
 		}
 	}()
+	go sampleRecords(ctx, router, met)
 	return &p2p{router: router, adv: adv, identity: id,
 		// The peer client enforces its own header waits (pkg/peer): the
 		// transport's is only an outer bound.
@@ -198,4 +199,22 @@ func (p *p2p) images() []debug.Image {
 		out = append(out, debug.Image{Name: i.Name, Digest: i.Digest, Size: i.Size, Keys: i.Keys})
 	}
 	return out
+}
+
+// recordsSample is how often shoal_provider_records is sampled: the store
+// changes with every announcement that arrives, far too often for a gauge
+// set on each.
+const recordsSample = 15 * time.Second
+
+func sampleRecords(ctx context.Context, r *routing.Router, met *metrics.Metrics) {
+	t := time.NewTicker(recordsSample)
+	defer t.Stop()
+	for {
+		met.ProviderRecords.Set(float64(r.StoredRecords()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -19,6 +19,7 @@ type Metrics struct {
 	Requests        *prometheus.CounterVec // kind, source, code
 	AdvertisedKeys  prometheus.Gauge
 	ConnectedPeers  prometheus.Gauge
+	ProviderRecords prometheus.Gauge
 	LookupDuration  prometheus.Histogram
 	PeerTags        prometheus.Counter     // tags served as a peer advertises them
 	FetchedBytes    *prometheus.CounterVec // source: bytes this node received for transfers
@@ -59,6 +60,10 @@ func New() *Metrics {
 			Name: "shoal_connected_peers",
 			Help: "Peers connected right now.",
 		}),
+		ProviderRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_provider_records",
+			Help: "DHT provider records this node stores, its own and other nodes' (sampled every 15 s).",
+		}),
 		LookupDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_lookup_duration_seconds",
 			Help:    "DHT provider look-ups.",
@@ -82,7 +87,7 @@ func New() *Metrics {
 		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.ServedBytes, m.PeerServedBytes, m.Requests, m.AdvertisedKeys,
-		m.ConnectedPeers, m.LookupDuration, m.PeerTags, m.FetchedBytes, m.Refused, m.Errors,
+		m.ConnectedPeers, m.ProviderRecords, m.LookupDuration, m.PeerTags, m.FetchedBytes, m.Refused, m.Errors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, so dashboards and rate() see zeros, not gaps.
 	for _, s := range []string{"local", "peer", "upstream"} {

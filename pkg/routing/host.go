@@ -129,6 +129,7 @@ func resourceLimits(conns int) rcmgr.ConcreteLimitConfig {
 		PeerDefault: perPeer,
 	}.Build(rcmgr.DefaultLimits.Scale(int64(streams)*streamWindow, 2*conns))
 }
+
 // onlyIP announces only addresses on the configured IP, so a node on
 // 127.0.0.3 advertises 127.0.0.3 and a node never advertises an interface
 // peers cannot reach. With an unspecified IP (0.0.0.0, ::) every interface
