@@ -129,14 +129,19 @@ func (m *mesh) list(context.Context) ([]string, error) {
 func (m *mesh) grow(tb testing.TB, base, n int) []*Router {
 	tb.Helper()
 	for i := range n {
+		// Generous dials, and one node joining at a time: two dozen nodes
+		// handshaking at once under the race detector time out together.
 		r := newRouter(tb, fmt.Sprintf("127.0.0.%d", base+i), func(c *Config) {
 			c.Bootstrap = m.list
 			c.BootstrapInterval = 200 * time.Millisecond
+			c.DialTimeout = 5 * time.Second
 		})
 		m.mu.Lock()
 		m.addrs = append(m.addrs, r.listenAddr())
 		m.rs = append(m.rs, r)
+		before := len(m.rs) - 1
 		m.mu.Unlock()
+		waitFor(tb, 60*time.Second, "a node to join the mesh", func() bool { return len(r.providePeers()) >= before })
 	}
 	rs := m.rs
 	waitFor(tb, 60*time.Second, "a full mesh", func() bool {
