@@ -83,36 +83,18 @@ func (r *Router) announceTo(ctx context.Context, digests [][32]byte, only func(p
 	}
 	plan := assignClosest(mhs, cands, replication)
 	self := pb.RawPeerInfosToPBPeers([]peer.AddrInfo{{ID: r.self, Addrs: r.host.Addrs()}})
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		failed int
-		first  error
-	)
-	sem := make(chan struct{}, parallelism)
-	for i, keys := range plan {
-		if len(keys) == 0 || only != nil && !only(cands[i]) {
-			continue
+	failed, first, err := fanOut(ctx, len(plan), func(i int) error {
+		if len(plan[i]) == 0 || only != nil && !only(cands[i]) {
+			return nil
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return cands, ctx.Err()
+		if err := r.sendProviders(ctx, cands[i], digests, mhs, plan[i], self); err != nil {
+			return fmt.Errorf("%s: %w", cands[i], err)
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := r.sendProviders(ctx, cands[i], digests, mhs, keys, self); err != nil {
-				mu.Lock()
-				failed++
-				if first == nil {
-					first = fmt.Errorf("%s: %w", cands[i], err)
-				}
-				mu.Unlock()
-			}
-		})
+		return nil
+	})
+	if err != nil {
+		return cands, err
 	}
-	wg.Wait()
 	if failed > 0 {
 		return cands, fmt.Errorf("routing: announcing to %d of %d peers failed, first: %w", failed, len(cands), first)
 	}
@@ -343,7 +325,15 @@ func (r *Router) handleBatch(s network.Stream) {
 	p := s.Conn().RemotePeer()
 	_ = s.SetDeadline(time.Now().Add(provideTimeout))
 	br := bufio.NewReaderSize(s, 32<<10)
-	if err := r.readBatch(br, p); err != nil {
+	err := readBatch(br, func(addrs []ma.Multiaddr) {
+		// Where look-ups will tell others to find p, as the DHT does for
+		// an ADD_PROVIDER (records.ProviderAddrTTL).
+		r.host.Peerstore().AddAddrs(p, addrs, r.cfg.ProviderTTL)
+	}, func(chunk [][32]byte) {
+		r.provs.addMany(p, chunk)
+		r.cache.stored(chunk)
+	})
+	if err != nil {
 		r.log.Debug("p2p: provider batch", "peer", p, "err", err)
 		s.Reset()
 		return
@@ -351,7 +341,10 @@ func (r *Router) handleBatch(s network.Stream) {
 	s.Close()
 }
 
-func (r *Router) readBatch(br *bufio.Reader, p peer.ID) error {
+// readBatch parses a provider batch (writeBatch), handing its addresses
+// and then each chunk of digests to the callbacks as they arrive. The chunk
+// slice is reused.
+func readBatch(br *bufio.Reader, onAddrs func([]ma.Multiaddr), onChunk func([][32]byte)) error {
 	na, err := binary.ReadUvarint(br)
 	if err != nil || na > batchMaxAddrs {
 		return fmt.Errorf("bad address count %d: %v", na, err)
@@ -373,9 +366,7 @@ func (r *Router) readBatch(br *bufio.Reader, p peer.ID) error {
 		addrs = append(addrs, a)
 	}
 	if len(addrs) > 0 {
-		// Where look-ups will tell others to find p, as the DHT does for
-		// an ADD_PROVIDER (records.ProviderAddrTTL).
-		r.host.Peerstore().AddAddrs(p, addrs, r.cfg.ProviderTTL)
+		onAddrs(addrs)
 	}
 	chunk := make([][32]byte, 0, batchChunk)
 	for {
@@ -392,8 +383,7 @@ func (r *Router) readBatch(br *bufio.Reader, p peer.ID) error {
 				return err
 			}
 		}
-		r.provs.addMany(p, chunk)
-		r.cache.stored(chunk)
+		onChunk(chunk)
 	}
 }
 
@@ -401,38 +391,50 @@ func (r *Router) readBatch(br *bufio.Reader, p peer.ID) error {
 // to the key's closest peers: for a node that may not know the whole
 // cluster.
 func (r *Router) provideWalk(ctx context.Context, mhs []multihash.Multihash) error {
+	failed, first, err := fanOut(ctx, len(mhs), func(i int) error {
+		pctx, cancel := context.WithTimeout(ctx, provideTimeout)
+		defer cancel()
+		if err := r.dht.Provide(pctx, cidOfMH(mhs[i]), true); err != nil && !errors.Is(err, kb.ErrLookupFailure) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("routing: announcing %d of %d keys failed, first: %w", failed, len(mhs), first)
+	}
+	return nil
+}
+
+// fanOut runs fn for 0..n-1, parallelism at a time, and counts the calls
+// that failed. err is ctx's, when it ended before every call started.
+func fanOut(ctx context.Context, n int, fn func(i int) error) (failed int, first, err error) {
 	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		failed int
-		first  error
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	sem := make(chan struct{}, parallelism)
-	for _, mh := range mhs {
+	for i := range n {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return ctx.Err()
+			return failed, first, ctx.Err()
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			pctx, cancel := context.WithTimeout(ctx, provideTimeout)
-			defer cancel()
-			err := r.dht.Provide(pctx, cidOfMH(mh), true)
-			if err != nil && !errors.Is(err, kb.ErrLookupFailure) {
+			if e := fn(i); e != nil {
 				mu.Lock()
 				failed++
 				if first == nil {
-					first = err
+					first = e
 				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if failed > 0 {
-		return fmt.Errorf("routing: announcing %d of %d keys failed, first: %w", failed, len(mhs), first)
-	}
-	return nil
+	return failed, first, nil
 }

@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -10,6 +12,7 @@ import (
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -188,5 +191,29 @@ func TestNewPeersGetTheirShare(t *testing.T) {
 			}
 		}
 		return true
+	})
+}
+
+// FuzzReadBatch: a provider batch from a member, however malformed, parses
+// without panicking, and what writeBatch writes reads back.
+func FuzzReadBatch(f *testing.F) {
+	var good bytes.Buffer
+	w := bufio.NewWriter(&good)
+	addr, _ := ma.NewMultiaddr("/ip4/127.0.0.1/tcp/5001")
+	digests := [][32]byte{keyDigest("a"), keyDigest("b")}
+	if err := writeBatch(w, []ma.Multiaddr{addr}, digests, []int32{1, 0}); err != nil {
+		f.Fatal(err)
+	}
+	w.Flush()
+	f.Add(good.Bytes())
+	f.Add([]byte{0})
+	f.Add([]byte{0, 0})
+	f.Add([]byte{9, 1, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got [][32]byte
+		err := readBatch(bufio.NewReader(bytes.NewReader(b)), func([]ma.Multiaddr) {}, func(c [][32]byte) { got = append(got, c...) })
+		if bytes.Equal(b, good.Bytes()) && (err != nil || len(got) != 2 || got[0] != digests[1] || got[1] != digests[0]) {
+			t.Fatalf("round trip: %v, %d digests", err, len(got))
+		}
 	})
 }
