@@ -57,7 +57,7 @@ type Router struct {
 	adv   map[string]struct{}
 
 	peersMu   sync.Mutex
-	demoted   map[peer.ID]time.Time
+	demoted   map[peer.ID]demotion
 	dead      map[peer.ID]time.Time
 	lastPeers int
 
@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		cache:   newLookupCache(cfg.PositiveCacheTTL, cfg.NegativeCacheTTL),
 		mirrors: mirrorCache{urls: map[peer.ID]string{}},
 		adv:     map[string]struct{}{},
-		demoted: map[peer.ID]time.Time{}, dead: map[peer.ID]time.Time{},
+		demoted: map[peer.ID]demotion{}, dead: map[peer.ID]time.Time{},
 		bootKick: make(chan struct{}, 1), reprovideKick: make(chan struct{}, 1),
 	}
 	// Subscribe before the DHT starts so that no connection is missed.
