@@ -23,10 +23,10 @@ var getOpts = metav1.GetOptions{}
 // and its config (with certs.d beside it): the paths that the chart's
 // presets name.
 type ContainerdLayout struct {
-	Preset  string // the chart's preset with these paths
-	RunDir  string // state; the socket is RunDir/containerd.sock
-	Root    string
-	EtcDir  string // config.toml and certs.d/
+	Preset string // the chart's preset with these paths
+	RunDir string // state; the socket is RunDir/containerd.sock
+	Root   string
+	EtcDir string // config.toml and certs.d/
 }
 
 // Layouts of the chart's presets that a test node can take.
@@ -190,10 +190,18 @@ func (c *KubeCluster) AddNode(tb TB, opts KubeNodeOptions) *KubeNode {
 		if !n.holder.Alive() {
 			return fmt.Errorf("mount namespace setup exited: %v: %s", n.holder.ExitErr(), n.holder.Tail(10))
 		}
-		if !strings.Contains(n.holder.Tail(5), "ready") {
-			return fmt.Errorf("mount namespace not ready: %s", n.holder.Tail(5))
+		// The log's header holds the script itself: only a line of its
+		// own says the mounts are done, and the namespace must be new.
+		for _, l := range strings.Split(n.holder.Tail(5), "\n") {
+			if l == "ready" {
+				own, _ := os.Readlink("/proc/self/ns/mnt")
+				if theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", n.holder.Pid())); err != nil || theirs == own {
+					return fmt.Errorf("the holder is not in a mount namespace of its own: %v", err)
+				}
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("mount namespace not ready: %s", n.holder.Tail(5))
 	}))
 
 	n.containerd = n.startInNode(tb, "containerd", c.ctrBin, "--config", n.Layout.ConfigFile())
@@ -366,6 +374,11 @@ func cgroupControllers() []string {
 }
 
 func (c *KubeCluster) makeCgroup(name string) error {
+	if len(cgroupControllers()) == 0 {
+		// `ip netns exec` mounts a fresh /sys without the cgroup
+		// hierarchies; nsenter --net keeps them.
+		return fmt.Errorf("no cgroup hierarchies under /sys/fs/cgroup: the kubelet needs them (run the test with `nsenter --net=/run/netns/NAME`, not `ip netns exec`, which remounts /sys)")
+	}
 	for _, h := range cgroupControllers() {
 		d := filepath.Join(h, name)
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -386,9 +399,10 @@ func (c *KubeCluster) makeCgroup(name string) error {
 	return nil
 }
 
-// removeCgroup removes the node's cgroup trees, deepest first.
+// removeCgroup removes the node's cgroup trees, deepest first, in every
+// hierarchy (runc also creates them in the cgroup v2 one of this hybrid host).
 func (c *KubeCluster) removeCgroup(tb TB, name string) {
-	for _, h := range cgroupControllers() {
+	for _, h := range append(cgroupControllers(), "/sys/fs/cgroup/unified") {
 		var dirs []string
 		filepath.WalkDir(filepath.Join(h, name), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
