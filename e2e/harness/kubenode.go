@@ -143,6 +143,9 @@ func (c *KubeCluster) AddNode(tb TB, opts KubeNodeOptions) *KubeNode {
 	if out, err := run(context.Background(), "nsenter", "--net=/run/netns/"+ns.Name, "--", "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 		tb.Fatalf("harness: %s: %v: %s", n.Name, err, out)
 	}
+	// The Service range needs a route for its connections to reach
+	// kube-proxy's DNAT; only that range: nothing else may leave the LAN.
+	mustIP(tb, "-n", ns.Name, "route", "add", kubeServiceCIDR, "via", c.Bridge.Gateway())
 	for _, d := range []string{"var-lib", "var-log", "cni-conf", "etc-containerd", "sysctl", "logs"} {
 		must(os.MkdirAll(filepath.Join(n.Dir, d), 0o755))
 	}
