@@ -24,7 +24,8 @@ deps:
 IMAGE ?= ghcr.io/shoalproject/shoal:$(VERSION)
 image:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+		docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . && \
+		$(if $(PUSH),docker push $(IMAGE),true) ; \
 	else \
 		echo "make image: no Docker engine answers; building $(IMAGE) with hack/image (go-containerregistry)"; \
 		$(MAKE) --no-print-directory build && rm -rf bin/image bin/image.tar && \
@@ -44,7 +45,7 @@ fuzz:
 	hack/fuzz.sh 10s
 
 e2e: deps
-	$(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/ 2>&1 | hack/summarize-e2e.sh
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | hack/summarize-e2e.sh
 
 demo: deps
 	$(GO) run ./hack/demo
