@@ -145,7 +145,15 @@ func (c *KubeCluster) AddNode(tb TB, opts KubeNodeOptions) *KubeNode {
 	}
 	// The Service range needs a route for its connections to reach
 	// kube-proxy's DNAT; only that range: nothing else may leave the LAN.
+	// A connection that kube-proxy has not rewritten yet is refused here
+	// rather than sent to the gateway, which might route it further.
 	mustIP(tb, "-n", ns.Name, "route", "add", kubeServiceCIDR, "via", c.Bridge.Gateway())
+	for _, chain := range []string{"OUTPUT", "FORWARD"} {
+		if out, err := run(context.Background(), "nsenter", "--net=/run/netns/"+ns.Name, "--", "iptables", "-w", "-A", chain,
+			"-d", kubeServiceCIDR, "-j", "REJECT"); err != nil {
+			tb.Fatalf("harness: %s: %v: %s", n.Name, err, out)
+		}
+	}
 	for _, d := range []string{"var-lib", "var-log", "cni-conf", "etc-containerd", "sysctl", "logs"} {
 		must(os.MkdirAll(filepath.Join(n.Dir, d), 0o755))
 	}
