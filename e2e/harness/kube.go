@@ -219,32 +219,13 @@ func (c *KubeCluster) startControlPlane(tb TB) {
 	}})
 	c.waitAPI(tb, 90*time.Second)
 
-	cmCert, cmKey, err := p.issue(certSpec{name: "controller-manager", cn: "system:kube-controller-manager"})
-	must(err)
-	cmKubeconfig := filepath.Join(c.Dir, "controller-manager.kubeconfig")
-	must(writeKubeconfig(cmKubeconfig, c.Server, p.CAFile, cmCert, cmKey))
-	cmDir := filepath.Join(c.Dir, "controller-manager")
-	StartProcessSpec(tb, ProcessSpec{Dir: cmDir, Name: "kube-controller-manager", Bin: c.Bins.ControllerManager, Args: []string{
-		"--kubeconfig=" + cmKubeconfig,
-		"--authentication-kubeconfig=" + cmKubeconfig, "--authorization-kubeconfig=" + cmKubeconfig,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", FreePort("127.0.0.1")),
-		"--cert-dir=" + filepath.Join(cmDir, "certs"),
-		"--leader-elect=false", "--use-service-account-credentials",
-		"--root-ca-file=" + p.CAFile, "--service-account-private-key-file=" + saKey,
-		"--cluster-signing-cert-file=" + p.CAFile, "--cluster-signing-key-file=" + p.CAKeyFile(),
-		"--service-cluster-ip-range=" + kubeServiceCIDR,
-	}})
-	schCert, schKey, err := p.issue(certSpec{name: "scheduler", cn: "system:kube-scheduler"})
-	must(err)
-	schKubeconfig := filepath.Join(c.Dir, "scheduler.kubeconfig")
-	must(writeKubeconfig(schKubeconfig, c.Server, p.CAFile, schCert, schKey))
-	schDir := filepath.Join(c.Dir, "scheduler")
-	StartProcessSpec(tb, ProcessSpec{Dir: schDir, Name: "kube-scheduler", Bin: c.Bins.Scheduler, Args: []string{
-		"--kubeconfig=" + schKubeconfig,
-		"--authentication-kubeconfig=" + schKubeconfig, "--authorization-kubeconfig=" + schKubeconfig,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", FreePort("127.0.0.1")),
-		"--leader-elect=false",
-	}})
+	cmDir := filepath.Join(c.Dir, "kube-controller-manager")
+	c.startController(tb, "kube-controller-manager", c.Bins.ControllerManager, "system:kube-controller-manager",
+		"--cert-dir="+filepath.Join(cmDir, "certs"), "--use-service-account-credentials",
+		"--root-ca-file="+p.CAFile, "--service-account-private-key-file="+saKey,
+		"--cluster-signing-cert-file="+p.CAFile, "--cluster-signing-key-file="+p.CAKeyFile(),
+		"--service-cluster-ip-range="+kubeServiceCIDR)
+	c.startController(tb, "kube-scheduler", c.Bins.Scheduler, "system:kube-scheduler")
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 	must(err)
@@ -256,6 +237,25 @@ func (c *KubeCluster) startControlPlane(tb TB) {
 		_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", getOpts)
 		return err
 	})
+}
+
+// startController starts the controller-manager or the scheduler as user
+// cn, serving its own port on loopback, without leader election.
+func (c *KubeCluster) startController(tb TB, name, bin, cn string, args ...string) {
+	tb.Helper()
+	cert, key, err := c.pki.issue(certSpec{name: name, cn: cn})
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	kc := filepath.Join(c.Dir, name+".kubeconfig")
+	if err := writeKubeconfig(kc, c.Server, c.pki.CAFile, cert, key); err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	StartProcessSpec(tb, ProcessSpec{Dir: filepath.Join(c.Dir, name), Name: name, Bin: bin, Args: append([]string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", FreePort("127.0.0.1")),
+		"--leader-elect=false",
+	}, args...)})
 }
 
 // waitAPI waits until the API server answers /readyz.
