@@ -116,7 +116,8 @@ func (n *KubeNode) mounts() []nodeMount {
 // sysctls the kubelet sets at start-up. They are global, not per network
 // namespace, so each node gets a private file over them and the host's
 // values stay as they are.
-var kubeletSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom"}
+var kubeletSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
 
 // AddNode starts a node (node<N>, address .<10+N> on the bridge) and waits
 // until it is Ready.
