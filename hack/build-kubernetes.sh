@@ -36,6 +36,18 @@ minor="${rest%%.*}"
 staging="v0.${rest}"
 
 mkdir -p "$OUT"
+# One build at a time (two install-deps runs would share .src); the other
+# waits, then finds the binaries built.
+exec 9>"$OUT/.lock"
+flock 9
+missing=()
+for b in "${BINARIES[@]}"; do
+  [ -x "$OUT/$b" ] || missing+=("$b")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "$OUT"
+  exit 0
+fi
 src="$OUT/.src"
 rm -rf "$src"
 mkdir -p "$src"
