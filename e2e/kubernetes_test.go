@@ -87,6 +87,7 @@ func TestKubernetes(t *testing.T) {
 	// 5. Every node lists the others in /debug/peers, found through the
 	// Service's EndpointSlices (there is no cluster DNS here).
 	e.waitPeers(e.c.Nodes)
+	e.checkLogs("kubernetes bootstrap: watching endpoint slices")
 
 	// 6. The kubelet on node 1 pulls a workload that only the upstream has.
 	up1 := e.served(e.c.Nodes[0], "upstream")
@@ -453,6 +454,20 @@ func (e *kubeEnv) checkPreflight() {
 	out, err := e.shErr(check[1])
 	if err == nil || strings.TrimSpace(out) != "" {
 		e.t.Fatalf("the README's warning check printed something (or grep matched): %v\n%s", err, out)
+	}
+}
+
+// checkLogs fails unless every Shoal pod's log has a line containing want.
+func (e *kubeEnv) checkLogs(want string) {
+	e.t.Helper()
+	for _, p := range e.shoalPods() {
+		out, err := e.c.Kubectl(context.Background(), "-n", e.ns, "logs", p.name, "-c", "shoal", "--tail=-1")
+		if err != nil {
+			e.t.Fatalf("logs %s: %v", p.name, err)
+		}
+		if !strings.Contains(out, want) {
+			e.t.Fatalf("%s (%s): no %q in the log:\n%s", p.name, p.node, want, lastLines(out, 20))
+		}
 	}
 }
 
