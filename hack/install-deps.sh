@@ -11,6 +11,10 @@ CRANE_VERSION=v0.22.1
 # The OCI distribution-spec conformance suite (a main package: go install gives
 # a runnable binary, $GOBIN/conformance). Keep in step with e2e/harness/bins.go.
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+# TestKubernetes: Helm's CLI, and Kubernetes built by hack/build-kubernetes.sh
+# (keep both in step with e2e/harness/kube.go).
+HELM_VERSION=v3.22.0
+export K8S_VERSION=v1.37.2
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -26,6 +30,13 @@ command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] ||
 [ -x /usr/bin/containerd ] || need_apt+=(containerd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# TestKubernetes: etcd for the API server, runc for the kubelet's pods, the
+# CNI plugins (bridge, host-local, loopback) and iptables for kube-proxy.
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+[ -x /usr/sbin/runc ] || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -59,4 +70,15 @@ if ! have_go_tool conformance github.com/opencontainers/distribution-spec/confor
   log "go install the OCI distribution-spec conformance suite $CONFORMANCE_VERSION"
   go install "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION"
 fi
-log "ok: containerd=$GOBIN/containerd crictl=$GOBIN/crictl crane=$GOBIN/crane conformance=$GOBIN/conformance registry=$(command -v docker-registry || echo /usr/bin/docker-registry)"
+if ! have_go_tool containerd-shim-runc-v2 github.com/containerd/containerd/v2 "$CONTAINERD_VERSION"; then
+  log "go install containerd-shim-runc-v2 $CONTAINERD_VERSION"
+  go install "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+fi
+if ! have_go_tool helm helm.sh/helm/v3 "$HELM_VERSION"; then
+  log "go install helm $HELM_VERSION (about 3 minutes)"
+  go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+# Kubernetes for TestKubernetes: built once per Kubernetes and Go version
+# (about 17 minutes on 2 cores), then only checked.
+K8S_DIR="$("$(dirname "$0")/build-kubernetes.sh")"
+log "ok: containerd=$GOBIN/containerd crictl=$GOBIN/crictl crane=$GOBIN/crane conformance=$GOBIN/conformance registry=$(command -v docker-registry || echo /usr/bin/docker-registry) helm=$GOBIN/helm kubernetes=$K8S_DIR"

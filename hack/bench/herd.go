@@ -140,8 +140,10 @@ func coldHerd(e *env) Result {
 	}
 	if !met {
 		r.Limits = fmt.Sprintf("the slowest pull took %.2fx a direct one; 8 nodes pulling it from a peer with no upstream at all take %.2fx "+
-			"on this machine (%d CPUs for 8 containerds, 8 Shoals and their hashing), so that is the floor here",
-			slow/direct, floor/direct, runtime.NumCPU())
+			"on this machine (%d CPUs for 8 containerds, 8 Shoals and their hashing), so that is the floor here. A follower also "+
+			"cannot give containerd a byte before the whole blob has crossed the link and verified (the trust rule), so its pull "+
+			"is at least the link's time for the blob followed by that floor's work: about %.2fx direct here",
+			slow/direct, floor/direct, runtime.NumCPU(), (direct+floor)/direct)
 	}
 	return r
 }

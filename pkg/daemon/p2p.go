@@ -166,9 +166,9 @@ func (f finder) Resolve(ctx context.Context, id string) (peer.Provider, error) {
 	return peer.Provider{ID: p.ID.String(), URL: p.MirrorURL}, nil
 }
 
-func (f finder) Demote(id string, d time.Duration) {
+func (f finder) Demote(id string, d time.Duration, untilBack bool) {
 	if pid, err := libp2ppeer.Decode(id); err == nil {
-		f.r.Demote(pid, d)
+		f.r.Demote(pid, d, untilBack)
 	}
 }
 

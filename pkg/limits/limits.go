@@ -77,6 +77,9 @@ type Limits struct {
 	// SwarmRefused is how long a coordinator answers "the upstream refused"
 	// (401/403/404) for a blob without asking again.
 	SwarmRefused time.Duration
+	// SwarmAnnounce bounds announcing (and withdrawing) a transfer in flight
+	// in the DHT; it runs beside the transfer, which never waits for it.
+	SwarmAnnounce time.Duration
 
 	// The DHT (pkg/routing).
 
@@ -130,6 +133,7 @@ func Default() Limits {
 		SwarmMemory:       10 * time.Minute,
 		SwarmBlobs:        4096,
 		SwarmRefused:      30 * time.Second,
+		SwarmAnnounce:     10 * time.Second,
 
 		ProviderRecords:        2_000_000,
 		ProviderRecordsPerPeer: 200_000,
@@ -181,6 +185,7 @@ func (l Limits) WithDefaults() Limits {
 	fill(&l.SwarmMemory, d.SwarmMemory)
 	fillInt(&l.SwarmBlobs, d.SwarmBlobs)
 	fill(&l.SwarmRefused, d.SwarmRefused)
+	fill(&l.SwarmAnnounce, d.SwarmAnnounce)
 	fillInt(&l.ProviderRecords, d.ProviderRecords)
 	fillInt(&l.ProviderRecordsPerPeer, d.ProviderRecordsPerPeer)
 	fillInt(&l.P2PConns, d.P2PConns)

@@ -131,7 +131,7 @@ func (f *fixedPeers) Find(ctx context.Context, key string) <-chan peer.Provider 
 	return ch
 }
 
-func (f *fixedPeers) Demote(id string, d time.Duration) {
+func (f *fixedPeers) Demote(id string, d time.Duration, _ bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.demoted[id] = d

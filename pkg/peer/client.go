@@ -35,8 +35,9 @@ type Finder interface {
 	Find(ctx context.Context, key string) <-chan Provider
 	// Resolve returns a peer's mirror URL.
 	Resolve(ctx context.Context, id string) (Provider, error)
-	// Demote keeps a peer out of look-ups for d.
-	Demote(id string, d time.Duration)
+	// Demote keeps a peer out of look-ups for d; with untilBack, only until
+	// it connects again, if that is sooner.
+	Demote(id string, d time.Duration, untilBack bool)
 }
 
 // InflightKey is the routing key under which a node announces that it is

@@ -53,7 +53,9 @@ func (c *Client) blame(p Provider, f Fault, err error) {
 	default:
 		c.log.Info("peer unreachable; demoted", attrs...)
 	}
-	c.finder.Demote(p.ID, d)
+	// Unreachable and slow are what a restarting node looks like; a liar
+	// stays out for its whole penalty.
+	c.finder.Demote(p.ID, d, f != Liar)
 	if c.onFault != nil {
 		c.onFault(f)
 	}

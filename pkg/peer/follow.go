@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -203,7 +202,7 @@ func (s *SwarmSource) announce() {
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), s.c.lim.SwarmAnnounce)
 		defer cancel()
 		s.cfg.Announcer.Advertise(ctx, InflightKey(s.d))
 	}()
@@ -216,7 +215,9 @@ func (s *SwarmSource) Finished(err error) {
 	asked, announced := s.asked, s.announced
 	s.mu.Unlock()
 	if announced && s.cfg.Announcer != nil {
-		s.cfg.Announcer.Withdraw(context.Background(), InflightKey(s.d))
+		ctx, cancel := context.WithTimeout(context.Background(), s.c.lim.SwarmAnnounce)
+		s.cfg.Announcer.Withdraw(ctx, InflightKey(s.d))
+		cancel()
 	}
 	if !asked || err == nil {
 		return

@@ -76,7 +76,7 @@ func (f *lateFinder) Resolve(_ context.Context, id string) (Provider, error) {
 	return Provider{}, errors.New("unknown")
 }
 
-func (f *lateFinder) Demote(id string, d time.Duration) {
+func (f *lateFinder) Demote(id string, d time.Duration, _ bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.demoted[id] = d

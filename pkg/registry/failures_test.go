@@ -83,7 +83,7 @@ func (p onePeer) Resolve(context.Context, string) (peer.Provider, error) {
 	return peer.Provider{ID: "peer-1", URL: p.url}, nil
 }
 
-func (onePeer) Demote(string, time.Duration) {}
+func (onePeer) Demote(string, time.Duration, bool) {}
 
 // peersAt is the peer client with one provider at url.
 func peersAt(url string) *peer.Client { return peer.New(peer.Config{Finder: onePeer{url}}) }

@@ -35,6 +35,7 @@ func (r *Router) watchPeers(sub event.Subscription) {
 				if ev.Connectedness == network.Connected {
 					r.log.Debug("peer connected", "peer", ev.Peer)
 					r.setAlive(ev.Peer)
+					r.pardon(ev.Peer)
 				} else {
 					r.log.Debug("peer disconnected", "peer", ev.Peer)
 					r.mirrors.forget(ev.Peer)
@@ -125,14 +126,46 @@ func (r *Router) isDead(p peer.ID) bool {
 	return ok
 }
 
+// demotion keeps a peer out of look-ups until a time; one that is pardoned
+// when the peer connects again ends then too.
+type demotion struct {
+	until     time.Time
+	untilBack bool
+}
+
 // Demote excludes a peer from Lookup results for d: it sent bad bytes or did
-// not answer.
-func (r *Router) Demote(id peer.ID, d time.Duration) {
+// not answer. With untilBack, the demotion also ends when the peer connects
+// again: a node that was unreachable or cut a body short because it was
+// restarting (a rolling upgrade) is a good source once it is back, and must
+// not be skipped for the rest of d. A liar is never pardoned that way.
+func (r *Router) Demote(id peer.ID, d time.Duration, untilBack bool) {
 	r.peersMu.Lock()
 	defer r.peersMu.Unlock()
-	until := time.Now().Add(d)
-	if until.After(r.demoted[id]) {
-		r.demoted[id] = until
+	now := time.Now()
+	next := demotion{until: now.Add(d), untilBack: untilBack}
+	if old, ok := r.demoted[id]; ok && now.Before(old.until) {
+		// Both stand: the later end, and a reconnection lifts the whole
+		// only if it would lift each.
+		next.until = maxTime(next.until, old.until)
+		next.untilBack = untilBack && old.untilBack
+	}
+	r.demoted[id] = next
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// pardon ends a peer's demotion that was only until it came back.
+func (r *Router) pardon(id peer.ID) {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	if d, ok := r.demoted[id]; ok && d.untilBack {
+		delete(r.demoted, id)
+		r.log.Debug("peer back: demotion lifted", "peer", id)
 	}
 }
 
@@ -141,8 +174,8 @@ func (r *Router) excluded(p peer.ID) bool {
 	r.peersMu.Lock()
 	defer r.peersMu.Unlock()
 	now := time.Now()
-	if until, ok := r.demoted[p]; ok {
-		if now.Before(until) {
+	if d, ok := r.demoted[p]; ok {
+		if now.Before(d.until) {
 			return true
 		}
 		delete(r.demoted, p)

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"sync"
 	"testing"
 	"time"
@@ -113,15 +114,15 @@ func TestDemoteAndDeadPeers(t *testing.T) {
 	if got := lookup(t, rs[0], key); len(got) != 2 {
 		t.Fatalf("want 2 providers, got %+v", got)
 	}
-	rs[0].Demote(rs[2].self, time.Minute)
+	rs[0].Demote(rs[2].self, time.Minute, false)
 	got := lookup(t, rs[0], key)
 	if len(got) != 1 || got[0].ID != rs[3].self {
 		t.Fatalf("after demoting %s: %+v", rs[2].self, got)
 	}
 	// A demotion ends.
-	rs[0].Demote(rs[2].self, time.Nanosecond)
+	rs[0].Demote(rs[2].self, time.Nanosecond, false)
 	rs[0].peersMu.Lock()
-	rs[0].demoted[rs[2].self] = time.Now()
+	rs[0].demoted[rs[2].self] = demotion{until: time.Now()}
 	rs[0].peersMu.Unlock()
 	time.Sleep(60 * time.Millisecond)
 	if got := lookup(t, rs[0], key); len(got) != 2 {
@@ -154,5 +155,70 @@ func TestDemoteAndDeadPeers(t *testing.T) {
 	got = lookup(t, rs[1], key)
 	if len(got) != 1 || got[0].ID != rs[2].self {
 		t.Fatalf("after expiry: %+v, want only %s", got, rs[2].self)
+	}
+}
+
+// A peer demoted until it is back (unreachable, or a body cut short: what a
+// restarting node looks like) is a provider again once it reconnects; a
+// liar's demotion outlives the reconnection.
+func TestDemotionLiftedWhenPeerIsBack(t *testing.T) {
+	rs := newCluster(t, 14, 3, func(c *Config) {
+		c.PositiveCacheTTL = 10 * time.Millisecond
+		c.NegativeCacheTTL = 10 * time.Millisecond
+	})
+	ctx := context.Background()
+	const key = "sha256:back"
+	if err := rs[2].Advertise(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookup(t, rs[0], key); len(got) != 1 {
+		t.Fatalf("want 1 provider, got %+v", got)
+	}
+	reconnect := func() {
+		t.Helper()
+		rs[0].host.Network().ClosePeer(rs[2].self)
+		info := peer.AddrInfo{ID: rs[2].self, Addrs: rs[2].host.Addrs()}
+		if err := rs[0].host.Connect(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name      string
+		untilBack bool
+		want      int
+	}{
+		{"unreachable or slow: lifted", true, 1},
+		{"liar: stays", false, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rs[0].Demote(rs[2].self, time.Hour, tt.untilBack)
+			if got := lookup(t, rs[0], key); len(got) != 0 {
+				t.Fatalf("demoted peer still returned: %+v", got)
+			}
+			reconnect()
+			waitFor(t, 5*time.Second, "the reconnection to be seen", func() bool {
+				rs[0].peersMu.Lock()
+				defer rs[0].peersMu.Unlock()
+				_, demoted := rs[0].demoted[rs[2].self]
+				return !demoted || !tt.untilBack
+			})
+			// Past the look-up caches, and past the connection event for a
+			// demotion that must stay.
+			time.Sleep(200 * time.Millisecond)
+			if got := lookup(t, rs[0], key); len(got) != tt.want {
+				t.Fatalf("after reconnecting: %d providers, want %d", len(got), tt.want)
+			}
+			rs[0].peersMu.Lock()
+			delete(rs[0].demoted, rs[2].self)
+			rs[0].peersMu.Unlock()
+		})
+	}
+	// A pardonable fault does not soften a standing liar demotion.
+	rs[0].Demote(rs[2].self, time.Hour, false)
+	rs[0].Demote(rs[2].self, 2*time.Hour, true)
+	reconnect()
+	time.Sleep(200 * time.Millisecond)
+	if got := lookup(t, rs[0], key); len(got) != 0 {
+		t.Fatalf("liar lifted by a later pardonable fault: %+v", got)
 	}
 }

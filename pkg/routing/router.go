@@ -59,7 +59,7 @@ type Router struct {
 	adv   map[[32]byte]struct{} // advertised keys, as keyDigest
 
 	peersMu   sync.Mutex
-	demoted   map[peer.ID]time.Time
+	demoted   map[peer.ID]demotion
 	dead      map[peer.ID]time.Time
 	lastPeers int
 
@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		provs:   newProvStore(cfg.ProviderTTL, cfg.Limits.ProviderRecords, cfg.Limits.ProviderRecordsPerPeer),
 		mirrors: mirrorCache{urls: map[peer.ID]string{}},
 		adv:     map[[32]byte]struct{}{},
-		demoted: map[peer.ID]time.Time{}, dead: map[peer.ID]time.Time{},
+		demoted: map[peer.ID]demotion{}, dead: map[peer.ID]time.Time{},
 		bootKick: make(chan struct{}, 1), reprovideKick: make(chan struct{}, 1), newPeerKick: make(chan struct{}, 1),
 		told: map[peer.ID]struct{}{},
 	}
