@@ -108,5 +108,11 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 		if got := rec.Code == 200; got != on {
 			t.Errorf("Pprof %v: /debug/pprof/cmdline answered %d", on, rec.Code)
 		}
+		// The page links the profiles only where they are served.
+		rec = httptest.NewRecorder()
+		New(Config{Pprof: on}).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/", nil))
+		if got := strings.Contains(rec.Body.String(), `href="/debug/pprof/"`); got != on {
+			t.Errorf("Pprof %v: the page links pprof: %v", on, got)
+		}
 	}
 }

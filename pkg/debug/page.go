@@ -14,6 +14,7 @@ type pageData struct {
 	Images []Image
 	Pulls  []pull
 	Served map[string]float64
+	Pprof  bool // link /debug/pprof/ only where it is served
 }
 
 type pull struct {
@@ -23,7 +24,7 @@ type pull struct {
 }
 
 func (cfg Config) page(w http.ResponseWriter, r *http.Request) {
-	d := pageData{Now: time.Now(), Peers: cfg.peers()}
+	d := pageData{Now: time.Now(), Peers: cfg.peers(), Pprof: cfg.Pprof}
 	if cfg.Images != nil {
 		d.Images = cfg.Images()
 	}
@@ -104,6 +105,6 @@ th{background:#f4f4f4}code{font-size:12px}.muted{color:#888}
 {{if .Pulls}}<table><tr><th>time</th><th>kind</th><th>what</th><th>status</th><th>source</th><th>bytes</th><th>duration</th><th>throughput</th><th>for</th></tr>
 {{range .Pulls}}<tr><td>{{.Time}}</td><td>{{.Kind}}</td><td><code>{{.What}}</code></td><td>{{.Status}}</td><td>{{.Source}}</td><td>{{.Bytes}}</td><td>{{.Duration}}</td><td>{{.Rate}}</td><td>{{if .FromPeer}}a peer{{else}}containerd{{end}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">No requests yet.</p>{{end}}
-<p class="muted">JSON: <a href="/debug/peers">/debug/peers</a> · <a href="/metrics">/metrics</a> · <a href="/debug/pprof/">pprof</a></p>
+<p class="muted">JSON: <a href="/debug/peers">/debug/peers</a> · <a href="/metrics">/metrics</a>{{if .Pprof}} · <a href="/debug/pprof/">pprof</a>{{end}}</p>
 </body></html>
 `))
