@@ -66,7 +66,7 @@ func (m *Mirror) Blob(ctx context.Context, req Request) (*Blob, error) {
 func (m *Mirror) blobSources(req Request) []inflight.Source {
 	var srcs []inflight.Source
 	if m.peers != nil {
-		srcs = append(srcs, m.peers.BlobSources(req.Name, req.Digest)...)
+		srcs = append(srcs, m.peers.BlobSources(req.Name, req.Digest, req.NS != "")...)
 	}
 	if req.NS != "" {
 		srcs = append(srcs, upstreamSource{m.upstream, req})

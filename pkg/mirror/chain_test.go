@@ -156,7 +156,7 @@ func (s memPeerSource) Open(_ context.Context, off int64) (io.ReadCloser, int64,
 	return io.NopCloser(bytes.NewReader(b[off:])), int64(len(b)), nil
 }
 
-func (p *memPeers) BlobSources(_ string, d digest.Digest) []inflight.Source {
+func (p *memPeers) BlobSources(_ string, d digest.Digest, _ bool) []inflight.Source {
 	return []inflight.Source{memPeerSource{p, d}}
 }
 

@@ -59,8 +59,9 @@ type Upstream interface {
 // Peers is the peer client (pkg/peer), as the chain uses it.
 type Peers interface {
 	// BlobSources are the peer sources of a blob, in order: the nodes that
-	// have it or are receiving it, then the swarm (pkg/peer, pkg/swarm).
-	BlobSources(name string, d digest.Digest) []inflight.Source
+	// have it or are receiving it, then the swarm (pkg/peer, pkg/swarm),
+	// which only a blob with an upstream needs.
+	BlobSources(name string, d digest.Digest, upstream bool) []inflight.Source
 	Manifest(ctx context.Context, req peer.ManifestRequest) ([]byte, digest.Digest, string, error)
 	BlobSize(ctx context.Context, name string, d digest.Digest) (int64, error)
 }

@@ -199,10 +199,13 @@ func totalSize(resp *http.Response, off int64) (int64, error) {
 }
 
 // BlobSources are a blob's peer sources for a transfer, in order: the nodes
-// that have it or are receiving it, then, with a swarm, the swarm.
-func (c *Client) BlobSources(name string, d digest.Digest) []inflight.Source {
+// that have it or are receiving it, then, with a swarm and an upstream to
+// fetch from, the swarm. Without an upstream (a request with no ns) the
+// swarm could elect nobody to fetch, and asking would only add a round trip
+// to every miss.
+func (c *Client) BlobSources(name string, d digest.Digest, upstream bool) []inflight.Source {
 	srcs := []inflight.Source{c.Providers(name, d)}
-	if c.swarm.Planner != nil {
+	if c.swarm.Planner != nil && upstream {
 		srcs = append(srcs, c.Swarm(name, d))
 	}
 	return srcs

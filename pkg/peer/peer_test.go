@@ -378,12 +378,32 @@ func TestLiedSizeThroughTheChainOfSources(t *testing.T) {
 	sw := swarm.New(swarm.Config{Net: selfNet{}})
 	c := New(Config{Finder: f, Limits: fastLimits(), Swarm: SwarmConfig{Planner: sw, Refused: func(err error) bool { return true }}})
 	for i := range 2 { // the second time, the swarm must not say "refused"
-		got, err := fetchVia(t, d, append(c.BlobSources("r", d), memUpstream{data})...)
+		got, err := fetchVia(t, d, append(c.BlobSources("r", d, true), memUpstream{data})...)
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("round %d: err %v, %d bytes", i, err, len(got))
 		}
 	}
 	if f.penalty("liar") == 0 {
 		t.Fatal("the liar was not demoted")
+	}
+}
+
+// The swarm is asked only about blobs with an upstream: without one it could
+// elect nobody to fetch, and the question would slow every miss.
+func TestBlobSourcesSwarmOnlyWithUpstream(t *testing.T) {
+	c := New(Config{Finder: newFinder(nil, nil), Limits: fastLimits(),
+		Swarm: SwarmConfig{Planner: swarm.New(swarm.Config{Net: selfNet{}})}})
+	d := digest.FromString("x")
+	for _, tt := range []struct {
+		upstream bool
+		want     int
+	}{{false, 1}, {true, 2}} {
+		srcs := c.BlobSources("r", d, tt.upstream)
+		if len(srcs) != tt.want {
+			t.Errorf("upstream %v: %d sources, want %d", tt.upstream, len(srcs), tt.want)
+		}
+		if _, ok := srcs[len(srcs)-1].(*SwarmSource); ok != tt.upstream {
+			t.Errorf("upstream %v: swarm source present %v", tt.upstream, ok)
+		}
 	}
 }
