@@ -69,7 +69,13 @@ func TestNegativeCacheInvalidatedByAdvertisement(t *testing.T) {
 }
 
 func TestConcurrentLookupsShareOneQuery(t *testing.T) {
-	rs := newCluster(t, 10, 4, nil)
+	// Caches that outlast the test: on a loaded machine a goroutine may
+	// start after the shared query has ended, and must then be answered
+	// from its result, not by a second query.
+	rs := newCluster(t, 10, 4, func(c *Config) {
+		c.PositiveCacheTTL = time.Minute
+		c.NegativeCacheTTL = time.Minute
+	})
 	if err := rs[3].Advertise(context.Background(), "sha256:shared"); err != nil {
 		t.Fatal(err)
 	}
