@@ -19,14 +19,20 @@ BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-pro
 
 log() { printf '[build-kubernetes] %s\n' "$*" >&2; }
 
-missing=()
-for b in "${BINARIES[@]}"; do
-  [ -x "$OUT/$b" ] || missing+=("$b")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "$OUT"
-  exit 0
-fi
+# find_missing lists the binaries not built yet in missing, and prints OUT
+# and exits when there are none.
+find_missing() {
+  missing=()
+  for b in "${BINARIES[@]}"; do
+    [ -x "$OUT/$b" ] || missing+=("$b")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "$OUT"
+    exit 0
+  fi
+}
+
+find_missing
 
 # v1.37.2 -> staging modules at v0.37.2; major and minor for the version stamp.
 ver="${K8S_VERSION#v}"
@@ -40,14 +46,7 @@ mkdir -p "$OUT"
 # waits, then finds the binaries built.
 exec 9>"$OUT/.lock"
 flock 9
-missing=()
-for b in "${BINARIES[@]}"; do
-  [ -x "$OUT/$b" ] || missing+=("$b")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "$OUT"
-  exit 0
-fi
+find_missing
 src="$OUT/.src"
 rm -rf "$src"
 mkdir -p "$src"
