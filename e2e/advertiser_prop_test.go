@@ -51,15 +51,8 @@ func TestAdvertiserAgreesWithContainerd(t *testing.T) {
 		Client: st.Client(), Namespace: node.Namespace, Router: rec, ResyncInterval: resync,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- adv.Run(actx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	_, stop := runAdvertiser(ctx, t, adv)
+	defer stop()
 
 	ctr := func(args ...string) {
 		t.Helper()

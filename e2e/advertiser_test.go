@@ -248,15 +248,8 @@ func TestAdvertiser(t *testing.T) {
 				Logger:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 				OnChange:       func(n int) { gauge.Store("n", n) },
 			})
-			actx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- adv.Run(actx) }()
-			defer func() {
-				stop()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			actx, stop := runAdvertiser(ctx, t, adv)
+			defer stop()
 			topics := watchTopics(actx, st, node.Namespace)
 
 			started := time.Now()
@@ -412,4 +405,18 @@ func summary(ds []time.Duration) string {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return fmt.Sprintf("min %v median %v max %v (n=%d)", s[0].Round(time.Microsecond), s[len(s)/2].Round(time.Microsecond),
 		s[len(s)-1].Round(time.Microsecond), len(s))
+}
+
+// runAdvertiser runs adv until the returned stop, which waits for Run to
+// return and fails the test on its error; actx ends with it.
+func runAdvertiser(ctx context.Context, t *testing.T, adv *advertiser.Advertiser) (actx context.Context, stop func()) {
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- adv.Run(actx) }()
+	return actx, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
 }
