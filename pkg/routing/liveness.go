@@ -35,7 +35,6 @@ func (r *Router) watchPeers(sub event.Subscription) {
 				if ev.Connectedness == network.Connected {
 					r.log.Debug("peer connected", "peer", ev.Peer)
 					r.setAlive(ev.Peer)
-					r.pardon(ev.Peer)
 				} else {
 					r.log.Debug("peer disconnected", "peer", ev.Peer)
 					r.mirrors.forget(ev.Peer)
@@ -109,10 +108,16 @@ func (r *Router) setDead(p peer.ID) {
 	r.dead[p] = time.Now().Add(r.cfg.ProviderTTL)
 }
 
+// setAlive records that p is connected again: no longer dead, and its
+// demotions that were only until it came back (see Demote) end.
 func (r *Router) setAlive(p peer.ID) {
 	r.peersMu.Lock()
 	defer r.peersMu.Unlock()
 	delete(r.dead, p)
+	if d, ok := r.demoted[p]; ok && d.untilBack {
+		delete(r.demoted, p)
+		r.log.Debug("peer back: demotion lifted", "peer", p)
+	}
 }
 
 func (r *Router) isDead(p peer.ID) bool {
@@ -157,16 +162,6 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// pardon ends a peer's demotion that was only until it came back.
-func (r *Router) pardon(id peer.ID) {
-	r.peersMu.Lock()
-	defer r.peersMu.Unlock()
-	if d, ok := r.demoted[id]; ok && d.untilBack {
-		delete(r.demoted, id)
-		r.log.Debug("peer back: demotion lifted", "peer", id)
-	}
 }
 
 // excluded reports whether look-ups must skip p: demoted, or known dead.
