@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -64,12 +63,10 @@ type Advertiser struct {
 	backoffMin  time.Duration // re-subscribe back-off
 	backoffMax  time.Duration
 
-	mu         sync.Mutex
+	mu sync.Mutex
+	// ix holds every key, wanted or known to the Router, in its keytab,
+	// with the Router state of each (accepted, tried, dirty, busy).
 	ix         *index
-	advertised map[string]struct{} // keys the Router accepted
-	tried      map[string]struct{} // keys whose Advertise failed: the Router may hold some
-	dirty      map[string]struct{} // keys to reconcile
-	busy       map[string]struct{} // keys with a Router call in flight
 	incomplete map[string]struct{} // images whose last walk found blobs missing
 	// clock orders events and walks: an event stamps its image name, and a
 	// walk that began before the latest stamp of its name is stale.
@@ -111,10 +108,6 @@ func newAdvertiser(cfg Config, src backend) *Advertiser {
 		backoffMin:  100 * time.Millisecond,
 		backoffMax:  2 * time.Second,
 		ix:          newIndex(),
-		advertised:  map[string]struct{}{},
-		tried:       map[string]struct{}{},
-		dirty:       map[string]struct{}{},
-		busy:        map[string]struct{}{},
 		incomplete:  map[string]struct{}{},
 		stamps:      map[string]uint64{},
 		walking:     map[uint64]int{},
@@ -154,7 +147,9 @@ func (a *Advertiser) Images() []Image {
 func (a *Advertiser) Keys() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return slices.Sorted(maps.Keys(a.advertised))
+	keys := a.ix.keys.keys(func(e *entry) bool { return e.flags&fAdvertised != 0 })
+	slices.Sort(keys)
+	return keys
 }
 
 // tick advances the clock; call with mu held.

@@ -5,21 +5,21 @@ import (
 	"strings"
 )
 
-// imageState is what one walk found for one image name.
-type imageState struct {
+// found is what one walk found for one image name.
+type found struct {
 	target string   // digest of the image's root (index or manifest)
 	size   int64    // sum of the sizes of its present blobs
 	keys   []string // present digests, and the tag key, each once
 }
 
-func (st imageState) has(k string) bool { return slices.Contains(st.keys, k) }
+func (f found) has(k string) bool { return slices.Contains(f.keys, k) }
 
-// orphan is a blob announced by a content event that no image claims yet: a
-// layer of a pull still running, shareable the moment it is committed.
-type orphan struct {
-	stamp     uint64 // clock of its event; a resync that began at an earlier clock knows nothing of it
-	unclaimed bool   // a resync already found no image claiming it
-	listing          // its blob's presence in content listings
+// imageState is what the index holds for one image name: its walk's keys as
+// ids into the keytab.
+type imageState struct {
+	target string
+	size   int64
+	keys   []keyID
 }
 
 // listing is a key's presence in the light resync's content listings:
@@ -31,50 +31,67 @@ type listing struct {
 	added, seen uint32
 }
 
-// keyRef is a key held by images: how many, and its listings.
-type keyRef struct {
-	n int32
-	listing
-}
-
-// index is the wanted set: every key some image or orphan blob needs. It is
-// pure bookkeeping with no I/O; each mutation returns the keys it touched, so
-// the caller can diff just those against what the Router was told.
+// index is the wanted set: every key some image or orphan blob needs (an
+// orphan is a blob announced by a content event that no image claims yet: a
+// layer of a pull still running, shareable the moment it is committed). It
+// is pure bookkeeping with no I/O; each mutation returns the keys it
+// touched, so the caller can diff just those against what the Router was
+// told. Its keys live in the keytab, which it shares with the Router state.
 type index struct {
-	images  map[string]imageState
-	refs    map[string]keyRef // key -> image names whose walk has it
-	orphans map[string]*orphan
-	gen     uint32 // the current content listing (beginListing)
+	keys   *keytab
+	images map[string]imageState
+	gen    uint32 // the current content listing (beginListing)
 }
 
 func newIndex() *index {
-	return &index{images: map[string]imageState{}, refs: map[string]keyRef{}, orphans: map[string]*orphan{}}
+	return &index{keys: newKeytab(), images: map[string]imageState{}}
 }
 
-// wanted reports whether any image or orphan needs key.
-func (ix *index) wanted(key string) bool { return ix.refs[key].n > 0 || ix.orphans[key] != nil }
+// held reports whether any image or orphan needs e.
+func held(e *entry) bool { return e.refs > 0 || e.flags&fOrphan != 0 }
 
-func (ix *index) ref(k string) {
-	r, ok := ix.refs[k]
-	if !ok {
-		r.added = ix.gen
+// wanted reports whether any image or orphan needs key.
+func (ix *index) wanted(key string) bool {
+	id, ok := ix.keys.find(key)
+	return ok && held(ix.keys.at(id))
+}
+
+func (ix *index) ref(k string) keyID {
+	id := ix.keys.intern(k)
+	e := ix.keys.at(id)
+	if e.refs == 0 {
+		e.added = ix.gen
 	}
-	r.n++
-	ix.refs[k] = r
+	e.refs++
+	return id
+}
+
+func (ix *index) unref(id keyID) {
+	e := ix.keys.at(id)
+	if e.refs--; e.refs <= 0 {
+		e.refs = 0
+		ix.keys.release(id)
+	}
 }
 
 // setImage replaces what name holds. An orphan the image now claims stops
 // being an orphan: the image's reference keeps it, and deleting the image
 // withdraws it.
-func (ix *index) setImage(name string, st imageState) []string {
+func (ix *index) setImage(name string, f found) []string {
 	old := ix.images[name]
-	touched := unionKeys(old.keys, st.keys)
-	for _, k := range old.keys {
-		ix.unref(k)
+	touched := ix.render(old.keys)
+	for _, k := range f.keys {
+		if !slices.Contains(touched, k) {
+			touched = append(touched, k)
+		}
 	}
-	for _, k := range st.keys {
-		ix.ref(k)
-		delete(ix.orphans, k)
+	for _, id := range old.keys {
+		ix.unref(id)
+	}
+	st := imageState{target: f.target, size: f.size, keys: make([]keyID, len(f.keys))}
+	for i, k := range f.keys {
+		st.keys[i] = ix.ref(k)
+		ix.keys.clear(st.keys[i], fOrphan|fUnclaimed)
 	}
 	ix.images[name] = st
 	return touched
@@ -86,55 +103,60 @@ func (ix *index) deleteImage(name string) []string {
 	if !ok {
 		return nil
 	}
-	for _, k := range old.keys {
-		ix.unref(k)
+	touched := ix.render(old.keys)
+	for _, id := range old.keys {
+		ix.unref(id)
 	}
 	delete(ix.images, name)
-	return slices.Clone(old.keys)
+	return touched
 }
 
-func (ix *index) unref(k string) {
-	r := ix.refs[k]
-	if r.n--; r.n <= 0 {
-		delete(ix.refs, k)
-		return
+func (ix *index) render(ids []keyID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = ix.keys.key(id)
 	}
-	ix.refs[k] = r
+	return out
 }
 
 // addOrphan records a committed blob. One that an image already claims needs
-// no orphan entry.
+// no orphan flag.
 func (ix *index) addOrphan(dgst string, stamp uint64) []string {
-	if r, ok := ix.refs[dgst]; ok {
+	id := ix.keys.intern(dgst)
+	e := ix.keys.at(id)
+	if held(e) {
 		// Committed again (after a GC, say) during a listing that may
 		// have missed it: not gone.
-		r.added = ix.gen
-		ix.refs[dgst] = r
+		e.added = ix.gen
 		return nil
 	}
-	if o := ix.orphans[dgst]; o != nil {
-		o.added = ix.gen
-		return nil
-	}
-	ix.orphans[dgst] = &orphan{stamp: stamp, listing: listing{added: ix.gen}}
+	e.flags |= fOrphan
+	e.flags &^= fUnclaimed
+	e.stamp = stamp
+	e.added = ix.gen
 	return []string{dgst}
 }
 
 // removeContent forgets a blob that was deleted from the content store,
 // wherever it is held: it can no longer be served.
 func (ix *index) removeContent(dgst string) []string {
-	hit := ix.orphans[dgst] != nil
-	delete(ix.orphans, dgst)
+	id, ok := ix.keys.find(dgst)
+	if !ok {
+		return nil
+	}
+	hit := ix.keys.at(id).flags&fOrphan != 0
+	ix.keys.clear(id, fOrphan|fUnclaimed)
 	for name, st := range ix.images {
-		if !st.has(dgst) {
+		i := slices.Index(st.keys, id)
+		if i < 0 {
 			continue
 		}
-		// A copy: a walk's result may still be shared with a caller.
-		st.keys = slices.DeleteFunc(slices.Clone(st.keys), func(k string) bool { return k == dgst })
+		st.keys = slices.Delete(st.keys, i, i+1) // the index's own slice
 		ix.images[name] = st
-		ix.unref(dgst)
+		ix.unref(id)
 		hit = true
 	}
+	ix.keys.release(id)
 	if !hit {
 		return nil
 	}
@@ -149,36 +171,34 @@ func (ix *index) beginListing() uint32 {
 
 // listed records that the listing gen found blob d.
 func (ix *index) listed(d string, gen uint32) {
-	if r, ok := ix.refs[d]; ok {
-		r.seen = gen
-		ix.refs[d] = r
-	}
-	if o := ix.orphans[d]; o != nil {
-		o.seen = gen
+	if id, ok := ix.keys.find(d); ok {
+		if e := ix.keys.at(id); held(e) {
+			e.seen = gen
+		}
 	}
 }
 
 // present reports whether the listing gen found d, or d entered the index
 // during it (and may have been committed after the listing passed it).
 func (ix *index) present(d string, gen uint32) bool {
-	if r, ok := ix.refs[d]; ok {
-		return r.seen == gen || r.added >= gen
+	id, ok := ix.keys.find(d)
+	if !ok {
+		return false
 	}
-	if o := ix.orphans[d]; o != nil {
-		return o.seen == gen || o.added >= gen
-	}
-	return false
+	e := ix.keys.at(id)
+	return held(e) && (e.seen == gen || e.added >= gen)
 }
 
-// unlisted returns the digests the index holds that the listing gen did not
-// find: blobs deleted without an event (garbage collection).
+// unlisted returns the digests images hold that the listing gen did not
+// find: blobs deleted without an event (garbage collection). Orphans age in
+// ageOrphans instead.
 func (ix *index) unlisted(gen uint32) []string {
 	var gone []string
-	for k, r := range ix.refs {
-		if r.seen != gen && r.added < gen && isDigestKey(k) {
-			gone = append(gone, k)
+	ix.keys.each(func(id keyID, e *entry) {
+		if e.refs > 0 && e.seen != gen && e.added < gen && ix.keys.isDigest(id) {
+			gone = append(gone, ix.keys.key(id))
 		}
-	}
+	})
 	return gone
 }
 
@@ -187,14 +207,16 @@ func (ix *index) holders(keys []string) []string {
 	if len(keys) == 0 {
 		return nil
 	}
-	set := make(map[string]struct{}, len(keys))
+	set := make(map[keyID]struct{}, len(keys))
 	for _, k := range keys {
-		set[k] = struct{}{}
+		if id, ok := ix.keys.find(k); ok {
+			set[id] = struct{}{}
+		}
 	}
 	var out []string
 	for name, st := range ix.images {
-		for _, k := range st.keys {
-			if _, ok := set[k]; ok {
+		for _, id := range st.keys {
+			if _, ok := set[id]; ok {
 				out = append(out, name)
 				break
 			}
@@ -202,6 +224,9 @@ func (ix *index) holders(keys []string) []string {
 	}
 	return out
 }
+
+// heldKeys lists every key an image or orphan needs.
+func (ix *index) heldKeys() []string { return ix.keys.keys(held) }
 
 // isDigestKey tells a blob's key from a tag key: tag keys have a registry
 // host before their first '/', digests none.
@@ -215,17 +240,19 @@ func isDigestKey(k string) bool {
 // (ingesting): a pull can take longer than one resync interval.
 func (ix *index) ageOrphans(start uint64, present func(string) bool, ingesting bool) []string {
 	var touched []string
-	for d, o := range ix.orphans {
-		if o.stamp > start {
-			continue
+	ix.keys.each(func(id keyID, e *entry) {
+		if e.flags&fOrphan == 0 || e.stamp > start {
+			return
 		}
-		if !present(d) || o.unclaimed && !ingesting {
-			delete(ix.orphans, d)
+		d := ix.keys.key(id)
+		if !present(d) || e.flags&fUnclaimed != 0 && !ingesting {
+			ix.keys.clear(id, fOrphan|fUnclaimed)
+			ix.keys.release(id)
 			touched = append(touched, d)
-			continue
+			return
 		}
-		o.unclaimed = true
-	}
+		e.flags |= fUnclaimed
+	})
 	return touched
 }
 
@@ -233,32 +260,19 @@ func (ix *index) ageOrphans(start uint64, present func(string) bool, ingesting b
 // Router) and those to withdraw (no longer wanted, and accepted or tried: a
 // failed Advertise may still have taken some keys, and Withdraw is
 // idempotent). Each key is listed once.
-func diff(wanted func(string) bool, accepted, tried map[string]struct{}, keys []string) (add, remove []string) {
+func diff(wanted, accepted, tried func(string) bool, keys []string) (add, remove []string) {
 	seen := make(map[string]struct{}, len(keys))
 	for _, k := range keys {
 		if _, dup := seen[k]; dup {
 			continue
 		}
 		seen[k] = struct{}{}
-		_, have := accepted[k]
-		_, maybe := tried[k]
 		switch w := wanted(k); {
-		case w && !have:
+		case w && !accepted(k):
 			add = append(add, k)
-		case !w && (have || maybe):
+		case !w && (accepted(k) || tried(k)):
 			remove = append(remove, k)
 		}
 	}
 	return add, remove
-}
-
-func unionKeys(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
-	out = append(out, a...)
-	for _, k := range b {
-		if !slices.Contains(a, k) {
-			out = append(out, k)
-		}
-	}
-	return out
 }

@@ -20,8 +20,8 @@ const (
 	tagB = "reg.test/other:v1"
 )
 
-func state(target string, keys ...string) imageState {
-	st := imageState{target: target}
+func state(target string, keys ...string) found {
+	st := found{target: target}
 	for _, k := range keys {
 		if !slices.Contains(st.keys, k) {
 			st.keys = append(st.keys, k)
@@ -36,7 +36,7 @@ type step struct {
 	add, remov []string // the diff this step must produce
 }
 
-func set(name string, st imageState) func(*index) []string {
+func set(name string, st found) func(*index) []string {
 	return func(ix *index) []string { return ix.setImage(name, st) }
 }
 
@@ -140,7 +140,7 @@ func TestIndexDiff(t *testing.T) {
 			advertised := map[string]struct{}{}
 			for _, s := range tt.steps {
 				touched := s.op(ix)
-				add, remove := diff(ix.wanted, advertised, nil, touched)
+				add, remove := diff(ix.wanted, inSet(advertised), none, touched)
 				slices.Sort(add)
 				slices.Sort(remove)
 				slices.Sort(s.add)
@@ -156,10 +156,14 @@ func TestIndexDiff(t *testing.T) {
 				}
 				// The touched keys were enough: a full diff finds nothing more.
 				all := slices.Collect(maps.Keys(advertised))
-				all = append(all, slices.Collect(maps.Keys(ix.refs))...)
-				all = append(all, slices.Collect(maps.Keys(ix.orphans))...)
-				if add, remove := diff(ix.wanted, advertised, nil, all); len(add)+len(remove) > 0 {
+				all = append(all, ix.heldKeys()...)
+				if add, remove := diff(ix.wanted, inSet(advertised), none, all); len(add)+len(remove) > 0 {
 					t.Fatalf("%s: full diff still finds +%v -%v", s.what, add, remove)
+				}
+				// Unwanted keys leave the table (here the Router's state is
+				// the test's map, not the table's flags).
+				if n := len(ix.keys.keys(func(*entry) bool { return true })); n != len(ix.heldKeys()) {
+					t.Fatalf("%s: table holds %d keys, %d of them wanted", s.what, n, len(ix.heldKeys()))
 				}
 			}
 		})
@@ -170,9 +174,15 @@ func TestDiff(t *testing.T) {
 	wanted := func(k string) bool { return k == "a" || k == "t1" }
 	accepted := map[string]struct{}{"b": {}}
 	tried := map[string]struct{}{"t1": {}, "t2": {}} // their Advertise failed
-	add, remove := diff(wanted, accepted, tried, []string{"a", "a", "b", "b", "c", "t1", "t2"})
+	add, remove := diff(wanted, inSet(accepted), inSet(tried), []string{"a", "a", "b", "b", "c", "t1", "t2"})
 	// t1 is retried; t2, no longer wanted, is withdrawn although never confirmed.
 	if !slices.Equal(add, []string{"a", "t1"}) || !slices.Equal(remove, []string{"b", "t2"}) {
 		t.Fatalf("add %v remove %v", add, remove)
 	}
 }
+
+func inSet(m map[string]struct{}) func(string) bool {
+	return func(k string) bool { _, ok := m[k]; return ok }
+}
+
+func none(string) bool { return false }

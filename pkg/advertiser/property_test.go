@@ -3,6 +3,7 @@ package advertiser
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func TestAdvertiserAgreesWithStore(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 12))
 			f := newFakeStore()
 			r := newRecRouter()
-			run(t, f, r, 20*time.Millisecond)
+			a := run(t, f, r, 20*time.Millisecond)
 			pool := []string{"la", "lb", "lc", "ld", "le", "lf"}
 			var made []testImage
 			for i := range 12 {
@@ -86,7 +87,11 @@ func TestAdvertiserAgreesWithStore(t *testing.T) {
 			f.setImage("reg.test/late:v1", late.root, true)
 			r.waitKeys(t, "after silent changes", 5*time.Second, expectedKeys(f)...)
 			late.commit(f, false)
-			r.waitKeys(t, "after silent content", 5*time.Second, expectedKeys(f)...)
+			want := expectedKeys(f)
+			r.waitKeys(t, "after silent content", 5*time.Second, want...)
+			// Once converged, the key table holds just those keys: what was
+			// withdrawn, deleted or collected has left it.
+			waitTable(t, a, want)
 		})
 	}
 }
@@ -111,4 +116,23 @@ func expectedKeys(f *fakeStore) []string {
 		}
 	}
 	return out
+}
+
+// waitTable waits until the advertiser's key table holds exactly want (each
+// key held or advertised, nothing busy or dirty left over).
+func waitTable(t *testing.T, a *Advertiser, want []string) {
+	t.Helper()
+	slices.Sort(want)
+	want = slices.Compact(want)
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		a.mu.Lock()
+		got = a.ix.keys.keys(func(*entry) bool { return true })
+		a.mu.Unlock()
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("key table holds %d keys %v; want %d %v", len(got), got, len(want), want)
 }

@@ -2,6 +2,7 @@ package advertiser
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -15,32 +16,43 @@ func (a *Advertiser) push(ctx context.Context, keys []string) {
 	if len(keys) == 0 {
 		return
 	}
+	tab := a.ix.keys
 	a.mu.Lock()
+	// A key the table does not hold is neither wanted nor known to the
+	// Router: there is nothing to reconcile.
 	for _, k := range keys {
-		a.dirty[k] = struct{}{}
+		if id, ok := tab.find(k); ok {
+			tab.set(id, fDirty)
+		}
 	}
+	accepted := func(k string) bool { return tab.has(k, fAdvertised) }
+	tried := func(k string) bool { return tab.has(k, fTried) }
 	for {
-		mine := keys[:0:0]
+		var mine []string
 		for _, k := range keys {
-			if _, ok := a.dirty[k]; !ok {
+			id, ok := tab.find(k)
+			if !ok {
 				continue
 			}
-			if _, ok := a.busy[k]; ok {
-				continue // its holder will see it dirty
+			if f := tab.at(id).flags; f&fDirty == 0 || f&fBusy != 0 {
+				continue // done already, or its holder will see it dirty
 			}
-			delete(a.dirty, k)
+			tab.clear(id, fDirty)
 			mine = append(mine, k)
 		}
-		add, remove := diff(a.ix.wanted, a.advertised, a.tried, mine)
-		if len(add)+len(remove) == 0 {
+		add, remove := diff(a.ix.wanted, accepted, tried, mine)
+		calls := slices.Concat(add, remove)
+		for _, k := range calls {
+			id, _ := tab.find(k) // held, advertised or tried: in the table
+			tab.set(id, fBusy)
+		}
+		for _, k := range mine {
+			id, _ := tab.find(k)
+			tab.release(id) // unless wanted, known to the Router or busy
+		}
+		if len(calls) == 0 {
 			a.mu.Unlock()
 			return
-		}
-		for _, k := range add {
-			a.busy[k] = struct{}{}
-		}
-		for _, k := range remove {
-			a.busy[k] = struct{}{}
 		}
 		a.mu.Unlock()
 
@@ -58,35 +70,36 @@ func (a *Advertiser) push(ctx context.Context, keys []string) {
 		a.mu.Lock()
 		// The next resync retries failed calls (both are idempotent). Keys
 		// of a failed Advertise are remembered as tried, so that they are
-		// withdrawn once unwanted even though never confirmed.
+		// withdrawn once unwanted even though never confirmed. Busy keys
+		// stay in the table, so their ids are still theirs.
 		for _, k := range add {
+			id, _ := tab.find(k)
 			if addErr == nil {
-				a.advertised[k] = struct{}{}
-				delete(a.tried, k)
+				tab.set(id, fAdvertised)
+				tab.clear(id, fTried)
 			} else {
-				a.tried[k] = struct{}{}
+				tab.set(id, fTried)
 			}
 		}
 		if removeErr == nil {
 			for _, k := range remove {
-				delete(a.advertised, k)
-				delete(a.tried, k)
+				id, _ := tab.find(k)
+				tab.clear(id, fAdvertised|fTried)
 			}
 		}
-		for _, k := range add {
-			delete(a.busy, k)
-		}
-		for _, k := range remove {
-			delete(a.busy, k)
+		for _, k := range calls {
+			id, _ := tab.find(k)
+			tab.clear(id, fBusy)
+			tab.release(id)
 		}
 		if ctx.Err() == nil { // failures at shutdown are expected
 			a.routerResult(len(add), addErr, len(remove), removeErr)
 		}
 		if addErr == nil && len(add) > 0 || removeErr == nil && len(remove) > 0 {
-			a.cfg.OnChange(len(a.advertised))
+			a.cfg.OnChange(tab.advertised)
 		}
 		// Look again at the keys we held: they may have changed meanwhile.
-		keys = append(add, remove...)
+		keys = calls
 	}
 }
 
@@ -98,7 +111,7 @@ func (a *Advertiser) routerResult(nAdd int, addErr error, nRemove int, removeErr
 			a.log.Info("router accepts keys again")
 			a.routerFailing = false
 		}
-		a.log.Debug("keys reconciled", "advertised", nAdd, "withdrawn", nRemove, "total", len(a.advertised))
+		a.log.Debug("keys reconciled", "advertised", nAdd, "withdrawn", nRemove, "total", a.ix.keys.advertised)
 		return
 	}
 	level := a.log.Warn

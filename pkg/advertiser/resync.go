@@ -100,7 +100,7 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 	src := snapshot{present: present, backend: a.src}
 
 	type result struct {
-		st       imageState
+		st       found
 		visited  map[digest.Digest]struct{}
 		complete bool
 		err      error
@@ -143,19 +143,7 @@ func (a *Advertiser) resync(ctx context.Context) (int, error) {
 	}
 	a.ix.ageOrphans(start, func(d string) bool { _, ok := present[digest.Digest(d)]; return ok }, ingesting)
 	a.pruneStamps()
-	all := make([]string, 0, len(a.ix.refs)+len(a.ix.orphans)+len(a.advertised)+len(a.tried))
-	for k := range a.ix.refs {
-		all = append(all, k)
-	}
-	for k := range a.ix.orphans {
-		all = append(all, k)
-	}
-	for k := range a.advertised {
-		all = append(all, k)
-	}
-	for k := range a.tried {
-		all = append(all, k)
-	}
+	all := a.ix.keys.keys(func(*entry) bool { return true })
 	a.mu.Unlock()
 	a.wk.retain(reached)
 	a.push(ctx, all)
@@ -198,9 +186,7 @@ func (a *Advertiser) lightResync(ctx context.Context) (int, error) {
 	for name := range a.incomplete {
 		rewalk = append(rewalk, name)
 	}
-	for k := range a.tried {
-		touched = append(touched, k)
-	}
+	touched = append(touched, a.ix.keys.keys(func(e *entry) bool { return e.flags&fTried != 0 })...)
 	a.pruneStamps()
 	a.mu.Unlock()
 	a.push(ctx, touched)

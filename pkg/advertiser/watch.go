@@ -173,13 +173,13 @@ func (a *Advertiser) refresh(ctx context.Context, name string) (complete bool, e
 
 // walkImage computes an image's keys: its present blobs, and its tag key
 // when the root is present (a peer asking for the tag gets that root).
-func (a *Advertiser) walkImage(ctx context.Context, src blobSource, img images.Image) (imageState, walkResult, error) {
+func (a *Advertiser) walkImage(ctx context.Context, src blobSource, img images.Image) (found, walkResult, error) {
 	r, err := a.wk.walk(ctx, src, img.Target)
 	if err != nil {
-		return imageState{}, r, err
+		return found{}, r, err
 	}
 	// The walk visits each digest once, so r.digests has no duplicates.
-	st := imageState{target: img.Target.Digest.String(), size: r.size, keys: make([]string, 0, len(r.digests)+1)}
+	st := found{target: img.Target.Digest.String(), size: r.size, keys: make([]string, 0, len(r.digests)+1)}
 	st.keys = append(st.keys, r.digests...)
 	if st.has(st.target) {
 		if tag, ok := TagKeyFromImageName(img.Name); ok {
