@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 func TestSHA256RoundTrip(t *testing.T) {
@@ -70,4 +72,21 @@ func TestKeytabRelease(t *testing.T) {
 	if tab.key(c) != "reg.test/c:v1" || tab.key(d) != "reg.test/d:v1" {
 		t.Fatalf("reused ids render %q, %q", tab.key(c), tab.key(d))
 	}
+}
+
+// FuzzKeyRoundTrip: every key comes back from the table and from the walker's
+// cache exactly as it went in, whichever way it is held.
+func FuzzKeyRoundTrip(f *testing.F) {
+	f.Add(fmt.Sprintf("sha256:%x", sha256.Sum256(nil)))
+	f.Add("sha256:ABCD")
+	f.Add("reg.test/app:v1")
+	f.Fuzz(func(t *testing.T, k string) {
+		tab := newKeytab()
+		if got := tab.key(tab.intern(k)); got != k {
+			t.Fatalf("table: %q became %q", k, got)
+		}
+		if got := newChild(digest.Digest(k), false).digest(); string(got) != k {
+			t.Fatalf("walker: %q became %q", k, got)
+		}
+	})
 }

@@ -73,9 +73,9 @@ func TestAdvertiserAgreesWithStore(t *testing.T) {
 			f.mu.Lock()
 			var held []digest.Digest
 			for _, img := range f.imgs {
-				for _, k := range append(parseChildren(f.blobs[img.Target.Digest]), child{digest: img.Target.Digest}) {
-					if _, ok := f.blobs[k.digest]; ok {
-						held = append(held, k.digest)
+				for _, k := range append(parseChildren(f.blobs[img.Target.Digest]), newChild(img.Target.Digest, true)) {
+					if _, ok := f.blobs[k.digest()]; ok {
+						held = append(held, k.digest())
 					}
 				}
 			}
@@ -110,8 +110,8 @@ func expectedKeys(f *fakeStore) []string {
 			out = append(out, tag)
 		}
 		for _, k := range parseChildren(f.blobs[img.Target.Digest]) {
-			if _, ok := f.blobs[k.digest]; ok {
-				out = append(out, k.digest.String())
+			if _, ok := f.blobs[k.digest()]; ok {
+				out = append(out, k.digest().String())
 			}
 		}
 	}

@@ -55,10 +55,28 @@ type walker struct {
 	children map[digest.Digest][]child // nil slice: a leaf
 }
 
-// child is a descriptor as a walk needs it.
+// child is a descriptor as a walk needs it: a sha256 digest as its 32 bytes
+// (a cached layer costs 40 bytes, not a 71-byte string and its header), any
+// other digest by name.
 type child struct {
-	digest digest.Digest
-	branch bool // an index or manifest, or of unknown type: may list children
+	sum    [32]byte
+	name   digest.Digest // any digest that is not canonical sha256, "" included
+	packed bool          // held in sum
+	branch bool          // an index or manifest, or of unknown type: may list children
+}
+
+func newChild(d digest.Digest, branch bool) child {
+	if sum, ok := parseSHA256(string(d)); ok {
+		return child{sum: sum, packed: true, branch: branch}
+	}
+	return child{name: d, branch: branch}
+}
+
+func (c child) digest() digest.Digest {
+	if !c.packed {
+		return c.name
+	}
+	return digest.Digest(formatSHA256(c.sum))
 }
 
 func newWalker() *walker {
@@ -71,32 +89,32 @@ func newWalker() *walker {
 // containerd outage never reads as "the content is gone".
 func (w *walker) walk(ctx context.Context, src blobSource, root ocispec.Descriptor) (walkResult, error) {
 	r := walkResult{complete: true, visited: map[digest.Digest]struct{}{}}
-	err := w.visit(ctx, src, child{root.Digest, mayHaveChildren(root.MediaType)}, 0, &r)
+	err := w.visit(ctx, src, root.Digest, mayHaveChildren(root.MediaType), 0, &r)
 	return r, err
 }
 
-func (w *walker) visit(ctx context.Context, src blobSource, d child, depth int, r *walkResult) error {
-	if _, ok := r.visited[d.digest]; ok {
+func (w *walker) visit(ctx context.Context, src blobSource, dgst digest.Digest, branch bool, depth int, r *walkResult) error {
+	if _, ok := r.visited[dgst]; ok {
 		return nil
 	}
-	if _, err := oci.ParseDigest(d.digest.String()); err != nil {
+	if _, err := oci.ParseDigest(dgst.String()); err != nil {
 		return nil // an algorithm we could not verify: not shared
 	}
-	r.visited[d.digest] = struct{}{}
-	size, err := src.info(ctx, d.digest)
+	r.visited[dgst] = struct{}{}
+	size, err := src.info(ctx, dgst)
 	if errdefs.IsNotFound(err) {
 		r.complete = false
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("content info %s: %w", d.digest, err)
+		return fmt.Errorf("content info %s: %w", dgst, err)
 	}
-	r.digests = append(r.digests, d.digest.String())
+	r.digests = append(r.digests, dgst.String())
 	r.size += size
-	if depth >= maxDepth || !d.branch {
+	if depth >= maxDepth || !branch {
 		return nil
 	}
-	kids, err := w.childrenOf(ctx, src, d.digest, size)
+	kids, err := w.childrenOf(ctx, src, dgst, size)
 	if errdefs.IsNotFound(err) { // deleted between info and read
 		r.complete = false
 		return nil
@@ -105,7 +123,7 @@ func (w *walker) visit(ctx context.Context, src blobSource, d child, depth int, 
 		return err
 	}
 	for _, k := range kids {
-		if err := w.visit(ctx, src, k, depth+1, r); err != nil {
+		if err := w.visit(ctx, src, k.digest(), k.branch, depth+1, r); err != nil {
 			return err
 		}
 	}
@@ -170,14 +188,14 @@ func parseChildren(b []byte) []child {
 	}
 	kids := make([]child, 0, n)
 	for _, d := range m.Manifests {
-		kids = append(kids, child{d.Digest, mayHaveChildren(d.MediaType)})
+		kids = append(kids, newChild(d.Digest, mayHaveChildren(d.MediaType)))
 	}
 	// A config and layers are leaves, whatever media type a producer gave them.
 	if m.Config != nil && m.Config.Digest != "" {
-		kids = append(kids, child{m.Config.Digest, false})
+		kids = append(kids, newChild(m.Config.Digest, false))
 	}
 	for _, l := range m.Layers {
-		kids = append(kids, child{l.Digest, false})
+		kids = append(kids, newChild(l.Digest, false))
 	}
 	return kids
 }

@@ -164,7 +164,7 @@ func FuzzParseChildren(f *testing.F) {
 	f.Add([]byte(`{"config":null,"layers":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, k := range parseChildren(b) {
-			_ = k.digest
+			_ = k.digest()
 		}
 	})
 }
