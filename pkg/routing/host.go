@@ -2,17 +2,26 @@ package routing
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/core/sec"
+	"github.com/libp2p/go-libp2p/p2p/host/autonat"
+	basichost "github.com/libp2p/go-libp2p/p2p/host/basic"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -57,44 +66,113 @@ const streamWindow = 256 << 10
 // (relays, NAT traversal, hole punching, address discovery from what peers
 // observe). Metrics are off because they register on the global Prometheus
 // registry; Shoal exports its own.
+//
+// The parts are put together by hand, as go-libp2p's config package does for
+// libp2p.New, rather than through libp2p.New: that package links every
+// transport libp2p has (QUIC, WebTransport, WebRTC, WebSocket: about a
+// hundred packages), whose initialisers run at start-up and whose code
+// inflates the binary and the pages of it that stay resident, for a node
+// that only ever speaks TCP.
 func newHost(key crypto.PrivKey, listen ma.Multiaddr, ip net.IP, psk []byte, dialTimeout time.Duration, conns int) (host.Host, error) {
-	mux := *yamux.DefaultTransport
-	mux.MaxStreamWindowSize = streamWindow
+	// Until the basic host owns them (its Close closes the swarm, peerstore,
+	// resource manager and connection manager), the parts made so far are
+	// closed here on failure, newest first.
+	var parts []io.Closer
+	fail := func(what string, err error) (host.Host, error) {
+		for i := len(parts) - 1; i >= 0; i-- {
+			parts[i].Close()
+		}
+		return nil, fmt.Errorf("routing: %s: %w", what, err)
+	}
+
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return fail("peer ID", err)
+	}
+	ps, err := pstoremem.NewPeerstore()
+	if err != nil {
+		return fail("peerstore", err)
+	}
+	parts = append(parts, ps)
+	// The swarm and the host find the node's own keys in the peerstore.
+	if err := ps.AddPrivKey(id, key); err != nil {
+		return fail("peerstore", err)
+	}
+	if err := ps.AddPubKey(id, key.GetPublic()); err != nil {
+		return fail("peerstore", err)
+	}
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(conns)))
 	if err != nil {
-		return nil, fmt.Errorf("routing: resource manager: %w", err)
+		return fail("resource manager", err)
 	}
+	parts = append(parts, rm)
 	cm, err := connmgr.NewConnManager(conns, conns*5/4, connmgr.WithGracePeriod(time.Minute))
 	if err != nil {
-		return nil, fmt.Errorf("routing: connection manager: %w", err)
+		return fail("connection manager", err)
 	}
-	opts := []libp2p.Option{
-		libp2p.Identity(key),
-		libp2p.ListenAddrs(listen),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, &mux),
-		libp2p.ResourceManager(rm),
-		libp2p.ConnectionManager(cm),
-		libp2p.AddrsFactory(onlyIP(ip)),
-		libp2p.DisableRelay(),
-		libp2p.DisableMetrics(),
-		libp2p.DisableIdentifyAddressDiscovery(),
-		// Every node of a cluster can reach every other: say so, so that the
-		// AutoNAT client never probes.
-		libp2p.ForceReachabilityPublic(),
-		libp2p.WithDialTimeout(dialTimeout),
-		libp2p.UserAgent("shoal"),
-	}
-	if len(psk) > 0 {
-		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(psk)))
-	}
-	h, err := libp2p.New(opts...)
+	parts = append(parts, cm)
+
+	// No metrics tracer on the bus: libp2p.New gives it one even with
+	// metrics disabled, registered on the global Prometheus registry.
+	bus := eventbus.NewBus()
+	sw, err := swarm.NewSwarm(id, ps, bus, swarm.WithResourceManager(rm), swarm.WithDialTimeout(dialTimeout))
 	if err != nil {
-		rm.Close()
-		cm.Close()
-		return nil, fmt.Errorf("routing: libp2p host: %w", err)
+		return fail("swarm", err)
 	}
+	parts = append(parts, sw)
+
+	mux := *yamux.DefaultTransport
+	mux.MaxStreamWindowSize = streamWindow
+	muxers := []upgrader.StreamMuxer{{ID: yamux.ID, Muxer: &mux}}
+	// Noise is told the muxers so that it can settle the muxer inside its
+	// handshake instead of in a round trip after it.
+	security, err := noise.New(noise.ID, key, muxers)
+	if err != nil {
+		return fail("noise", err)
+	}
+	var protector pnet.PSK // nil: no private network
+	if len(psk) > 0 {
+		protector = pnet.PSK(psk)
+	}
+	upg, err := upgrader.New([]sec.SecureTransport{security}, muxers, protector, rm, nil)
+	if err != nil {
+		return fail("upgrader", err)
+	}
+	tpt, err := tcp.NewTCPTransport(upg, rm, nil)
+	if err != nil {
+		return fail("tcp", err)
+	}
+	if err := sw.AddTransport(tpt); err != nil {
+		return fail("tcp", err)
+	}
+
+	// A nil ObservedAddrsManager is what DisableIdentifyAddressDiscovery
+	// gives: identify still runs, but what peers say they see of us is not
+	// turned into addresses to announce. Ping stays on, as libp2p.New has it.
+	h, err := basichost.NewHost(sw, &basichost.HostOpts{
+		EventBus:     bus,
+		ConnManager:  cm,
+		AddrsFactory: onlyIP(ip),
+		EnablePing:   true,
+		UserAgent:    "shoal",
+	})
+	if err != nil {
+		return fail("libp2p host", err)
+	}
+	// From here the host closes every part.
+	if err := sw.Listen(listen); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("routing: listen on %s: %w", listen, err)
+	}
+	h.Start()
+	// Every node of a cluster can reach every other: say so, as
+	// ForceReachabilityPublic does, with a static AutoNAT that never probes.
+	an, err := autonat.New(h, autonat.WithReachability(network.ReachabilityPublic))
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("routing: autonat: %w", err)
+	}
+	h.SetAutoNat(an)
 	return h, nil
 }
 
