@@ -20,4 +20,9 @@
 // Every walk only updates the wanted set; a level-triggered reconciler then
 // advertises and withdraws the difference against what the Router was told,
 // one key at a time in order, many keys in parallel.
+//
+// Every key is held once, in the key table (keytab.go): a sha256 digest as
+// its 32 bytes, with the facts about it (which images hold it, its orphan
+// clock, its content listings, its Router state) in one entry. Images hold
+// 4-byte ids into it, and a key leaves it when nothing holds it any more.
 package advertiser
