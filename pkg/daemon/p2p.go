@@ -136,7 +136,7 @@ func bootstrapFunc(ctx context.Context, cfg Config, log *slog.Logger) (bootstrap
 	if len(fns) == 0 {
 		return nil, nil
 	}
-	return bootstrap.Combine(fns...), nil
+	return bootstrap.Combine(cfg.Limits.WithDefaults().BootstrapSource, fns...), nil
 }
 
 // finder adapts the router to the peer client's Finder.

@@ -96,6 +96,10 @@ type Limits struct {
 	// bootstrap and trimming fight. A cluster larger than this is still
 	// one DHT; each node just knows part of it.
 	P2PConns int
+	// BootstrapSource bounds one answer of a bootstrap source (a DNS lookup
+	// of the headless Service, the EndpointSlice cache); they are asked at
+	// once, and one past it adds nothing to that round.
+	BootstrapSource time.Duration
 
 	// Manifests.
 
@@ -138,6 +142,7 @@ func Default() Limits {
 		ProviderRecords:        2_000_000,
 		ProviderRecordsPerPeer: 200_000,
 		P2PConns:               400,
+		BootstrapSource:        2 * time.Second,
 
 		MaxManifestSize: 4 << 20,
 	}
@@ -189,6 +194,7 @@ func (l Limits) WithDefaults() Limits {
 	fillInt(&l.ProviderRecords, d.ProviderRecords)
 	fillInt(&l.ProviderRecordsPerPeer, d.ProviderRecordsPerPeer)
 	fillInt(&l.P2PConns, d.P2PConns)
+	fill(&l.BootstrapSource, d.BootstrapSource)
 	fill64(&l.MaxManifestSize, d.MaxManifestSize)
 	return l
 }

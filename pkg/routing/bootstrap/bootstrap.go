@@ -12,6 +12,8 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 )
 
 // Func returns the current p2p addresses of other nodes.
@@ -77,24 +79,36 @@ func DNS(name, port string, lookup func(ctx context.Context, host string) ([]str
 
 // Combine returns the union of every source's addresses. It fails only when
 // every source fails; a partial failure still yields what the others found.
-func Combine(fns ...Func) Func {
+// The sources are asked at once, each for at most timeout (no bound when
+// zero; a source must honour its context): one that hangs, such as a DNS lookup with the cluster DNS down
+// (the resolver retries for 10 s), must not hold up the others, or a node
+// restarted in a rolling upgrade stays alone, and its peers keep it demoted,
+// for as long.
+func Combine(timeout time.Duration, fns ...Func) Func {
 	return func(ctx context.Context) ([]string, error) {
-		var out []string
-		var errs []error
-		for _, fn := range fns {
+		answers := make([][]string, len(fns))
+		errs := make([]error, len(fns))
+		var wg sync.WaitGroup
+		for i, fn := range fns {
 			if fn == nil {
 				continue
 			}
-			addrs, err := fn(ctx)
-			out = append(out, addrs...)
-			if err != nil {
-				errs = append(errs, err)
-			}
+			wg.Go(func() {
+				sctx, cancel := ctx, context.CancelFunc(func() {})
+				if timeout > 0 {
+					sctx, cancel = context.WithTimeout(ctx, timeout)
+				}
+				defer cancel()
+				answers[i], errs[i] = fn(sctx)
+			})
 		}
+		wg.Wait()
+		out := slices.Concat(answers...)
 		slices.Sort(out)
 		out = slices.Compact(out)
-		if len(errs) > 0 && len(errs) == countNonNil(fns) {
-			return out, errors.Join(errs...)
+		failed := slices.DeleteFunc(slices.Clone(errs), func(err error) bool { return err == nil })
+		if len(failed) > 0 && len(failed) == countNonNil(fns) {
+			return out, errors.Join(failed...)
 		}
 		return out, nil
 	}

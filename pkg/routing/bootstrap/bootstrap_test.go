@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestStatic(t *testing.T) {
@@ -60,14 +61,33 @@ func TestCombine(t *testing.T) {
 	ok2 := Static([]string{"10.0.0.2:5001", "10.0.0.3:5001"})
 	fail := func(context.Context) ([]string, error) { return nil, errors.New("down") }
 
-	got, err := Combine(ok1, fail, ok2, nil)(ctx)
+	got, err := Combine(0, ok1, fail, ok2, nil)(ctx)
 	if err != nil || !slices.Equal(got, []string{"10.0.0.1:5001", "10.0.0.2:5001", "10.0.0.3:5001"}) {
 		t.Fatalf("Combine = %v, %v", got, err)
 	}
-	if _, err := Combine(fail, fail)(ctx); err == nil {
+	if _, err := Combine(0, fail, fail)(ctx); err == nil {
 		t.Fatal("Combine of failures succeeded")
 	}
-	if got, err := Combine()(ctx); err != nil || len(got) != 0 {
+	if got, err := Combine(0)(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("Combine() = %v, %v", got, err)
+	}
+}
+
+// TestCombineSlowSource: a source that hangs (a DNS server that does not
+// answer) is cut at the timeout, and the others' answer is used; a source
+// that answers is never cut.
+func TestCombineSlowSource(t *testing.T) {
+	hang := func(ctx context.Context) ([]string, error) { <-ctx.Done(); return nil, ctx.Err() }
+	ok := Static([]string{"10.0.0.1:5001"})
+	start := time.Now()
+	got, err := Combine(100*time.Millisecond, hang, ok)(context.Background())
+	if err != nil || !slices.Equal(got, []string{"10.0.0.1:5001"}) {
+		t.Fatalf("Combine = %v, %v", got, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a hanging source held Combine for %v", took)
+	}
+	if _, err := Combine(100*time.Millisecond, hang)(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("only a hanging source: err %v", err)
 	}
 }
