@@ -33,6 +33,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"GOMEMLIMIT share over 100", map[string]any{"goMemLimitPercent": 150}, "/goMemLimitPercent"},
 		{"maxUnavailable 0", map[string]any{"updateStrategy": map[string]any{"maxUnavailable": 0}}, "/updateStrategy/maxUnavailable"},
 		{"maxUnavailable 0%", map[string]any{"updateStrategy": map[string]any{"maxUnavailable": "0%"}}, "/updateStrategy/maxUnavailable"},
+		{"minReadySeconds -1", map[string]any{"updateStrategy": map[string]any{"maxUnavailable": 1, "minReadySeconds": -1}}, "/updateStrategy/minReadySeconds"},
 		{"unknown log level", map[string]any{"logLevel": "verbose"}, "/logLevel"},
 		{"unknown bootstrap", map[string]any{"p2p": map[string]any{"bootstrap": "mdns"}}, "/p2p/bootstrap"},
 		{"misspelt key", map[string]any{"mirroredRegistry": []any{"docker.io"}}, "mirroredRegistry"},
