@@ -225,9 +225,6 @@ func (ix *index) holders(keys []string) []string {
 	return out
 }
 
-// heldKeys lists every key an image or orphan needs.
-func (ix *index) heldKeys() []string { return ix.keys.keys(held) }
-
 // isDigestKey tells a blob's key from a tag key: tag keys have a registry
 // host before their first '/', digests none.
 func isDigestKey(k string) bool {

@@ -186,3 +186,6 @@ func inSet(m map[string]struct{}) func(string) bool {
 }
 
 func none(string) bool { return false }
+
+// heldKeys lists every key an image or orphan needs.
+func (ix *index) heldKeys() []string { return ix.keys.keys(held) }

